@@ -1,0 +1,1 @@
+"""Click commands, one module per `selfinstruct` subcommand; the logic lives in the stage modules."""

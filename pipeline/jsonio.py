@@ -1,0 +1,178 @@
+"""Crash-safe JSON and JSONL files.
+
+Append-only JSONL with a durable commit point: a batch of complete lines is written with one
+`write`, flushed and fsynced. A kill can leave at most one torn last line (no trailing newline);
+`repair_tail` cuts it off before the next append, and readers skip it. Whole files (configs,
+summaries) are replaced atomically through a temporary file and `os.replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import InputFileError, UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+    """Replace `path` with `obj` as JSON so that readers see the old or the new file, never half."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def repair_tail(path: str | Path) -> int:
+    """Cut a torn last line (left by a kill mid-write) off `path`; return the bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline; everything after it is an incomplete record.
+        pos = size - 1
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            handle.seek(start)
+            block = handle.read(pos - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return size - keep
+
+
+def append_jsonl(path: str | Path, records: Iterable[Any]) -> int:
+    """Append records as complete JSON lines in one durable write; return how many were written."""
+    lines = []
+    for record in records:
+        if isinstance(record, BaseModel):
+            record = record.model_dump(mode="json")
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    if not lines:
+        return 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_tail(path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return len(lines)
+
+
+def iter_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield `(line_number, object)` for each non-blank line; bad JSON is an `InputFileError`.
+
+    With `skip_torn_tail`, a last line without a trailing newline that fails to parse is taken as
+    a write cut short by a crash and skipped (our own append-only files); otherwise it is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a JSONL file")
+    data = path.read_bytes()
+    torn = bool(data) and not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    problems: list[str] = []
+    for index, raw in enumerate(lines):
+        lineno = index + 1
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if skip_torn_tail and torn and index == len(lines) - 1:
+                return
+            problems.append(f"line {lineno}: bad JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if problems:
+            continue
+        yield lineno, obj
+    if problems:
+        raise InputFileError(str(path), problems)
+
+
+def read_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> list[Any]:
+    return [obj for _, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail)]
+
+
+def describe_validation_error(lineno: int, exc: ValidationError) -> list[str]:
+    """One message per failing field: `line N, field "a.0.b": what is wrong`."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err.get("loc", ())) or "(record)"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "missing":
+            msg = "missing field"
+        out.append(f'line {lineno}, field "{loc}": {msg}')
+    return out
+
+
+def load_models(path: str | Path, model: type[M]) -> list[tuple[int, M]]:
+    """Validate every line of a JSONL file against `model`, reporting all problems at once."""
+    problems: list[str] = []
+    out: list[tuple[int, M]] = []
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        try:
+            out.append((lineno, model.model_validate(obj)))
+        except ValidationError as exc:
+            problems.extend(describe_validation_error(lineno, exc))
+    if problems:
+        raise InputFileError(str(path), problems)
+    return out

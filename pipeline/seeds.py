@@ -1,0 +1,87 @@
+"""Loading and describing seed task files (the Self-Instruct seed format)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputFileError
+from pipeline.jsonio import load_models
+from pipeline.schemas import SeedTask
+
+DEFAULT_SEEDS = Path(__file__).resolve().parent.parent / "seeds" / "seed_tasks.jsonl"
+
+
+def default_seeds_path() -> Path:
+    """Our own 175 seed tasks, next to the package in a checkout."""
+    return DEFAULT_SEEDS
+
+
+def load_seeds(path: str | Path | None = None) -> list[SeedTask]:
+    """Load and validate a seeds file; every problem is reported with its line and field, at once."""
+    path = Path(path) if path is not None else default_seeds_path()
+    rows = load_models(path, SeedTask)
+    problems: list[str] = []
+    seen_ids: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for lineno, task in rows:
+        if task.id in seen_ids:
+            problems.append(f'line {lineno}, field "id": duplicate id {task.id!r} (first on line {seen_ids[task.id]})')
+        else:
+            seen_ids[task.id] = lineno
+        if task.name in seen_names:
+            problems.append(
+                f'line {lineno}, field "name": duplicate name {task.name!r} (first on line {seen_names[task.name]})'
+            )
+        else:
+            seen_names[task.name] = lineno
+        for k, inst in enumerate(task.instances):
+            if not inst.output.strip():
+                problems.append(f'line {lineno}, field "instances.{k}.output": output is empty')
+    if not rows:
+        problems.append("line 1: the file holds no seed tasks")
+    if problems:
+        raise InputFileError(str(path), problems)
+    return [task for _, task in rows]
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    count: int
+    classification: int
+    with_input_share: float
+    min_words: int
+    max_words: int
+    instances: int
+    max_pairwise_rouge: float
+    max_pair: tuple[str, str]
+
+    def as_dict(self) -> dict:
+        return {
+            "count": self.count,
+            "classification": self.classification,
+            "with_input_share": round(self.with_input_share, 4),
+            "instruction_words": [self.min_words, self.max_words],
+            "instances": self.instances,
+            "max_pairwise_rougeL": round(self.max_pairwise_rouge, 4),
+            "max_pair": list(self.max_pair),
+        }
+
+
+def seed_stats(tasks: list[SeedTask], tokenizer: str = "rouge") -> SeedStats:
+    """The figures `seeds validate` prints; the max pairwise ROUGE-L uses the exact dedup scorer."""
+    from pipeline.rouge import max_pairwise
+
+    words = [len(t.instruction.split()) for t in tasks]
+    score, i, j = max_pairwise([t.instruction for t in tasks], tokenizer=tokenizer)
+    pair = (tasks[i].id, tasks[j].id) if i >= 0 else ("", "")
+    return SeedStats(
+        count=len(tasks),
+        classification=sum(t.is_classification for t in tasks),
+        with_input_share=sum(any(x.input.strip() for x in t.instances) for t in tasks) / len(tasks),
+        min_words=min(words),
+        max_words=max(words),
+        instances=sum(len(t.instances) for t in tasks),
+        max_pairwise_rouge=score,
+        max_pair=pair,
+    )
