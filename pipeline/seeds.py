@@ -17,31 +17,33 @@ def default_seeds_path() -> Path:
     return DEFAULT_SEEDS
 
 
-def load_seeds(path: str | Path | None = None) -> list[SeedTask]:
-    """Load and validate a seeds file; every problem is reported with its line and field, at once."""
+def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None) -> list[SeedTask]:
+    """Load and validate a seeds file; every problem is reported with its line and field, at once.
+
+    Duplicate ids are errors (ids key the prompts and records). Duplicate names are only warnings,
+    appended to `warnings`: names are labels, and the paper's own seed file repeats one.
+    """
     path = Path(path) if path is not None else default_seeds_path()
-    rows = load_models(path, SeedTask)
-    problems: list[str] = []
     seen_ids: dict[str, int] = {}
     seen_names: dict[str, int] = {}
-    for lineno, task in rows:
-        if task.id in seen_ids:
-            problems.append(f'line {lineno}, field "id": duplicate id {task.id!r} (first on line {seen_ids[task.id]})')
-        else:
-            seen_ids[task.id] = lineno
-        if task.name in seen_names:
-            problems.append(
-                f'line {lineno}, field "name": duplicate name {task.name!r} (first on line {seen_names[task.name]})'
-            )
-        else:
-            seen_names[task.name] = lineno
+    notes = warnings if warnings is not None else []
+
+    def check(lineno: int, task: SeedTask) -> list[str]:
+        problems = []
+        first = seen_ids.setdefault(task.id, lineno)
+        if first != lineno:
+            problems.append(f'line {lineno}, field "id": duplicate id {task.id!r} (first on line {first})')
+        first = seen_names.setdefault(task.name, lineno)
+        if first != lineno:
+            notes.append(f'line {lineno}, field "name": duplicate name {task.name!r} (first on line {first})')
         for k, inst in enumerate(task.instances):
             if not inst.output.strip():
                 problems.append(f'line {lineno}, field "instances.{k}.output": output is empty')
+        return problems
+
+    rows = load_models(path, SeedTask, check)
     if not rows:
-        problems.append("line 1: the file holds no seed tasks")
-    if problems:
-        raise InputFileError(str(path), problems)
+        raise InputFileError(str(path), ["line 1: the file holds no seed tasks"])
     return [task for _, task in rows]
 
 
