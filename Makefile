@@ -33,7 +33,7 @@ export SELFINSTRUCT_CACHE ?= $(CURDIR)/.cache
 export VLLM_CACHE_ROOT ?= $(CURDIR)/.cache/vllm
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup generate export train test lint format bench clean
+.PHONY: setup browser generate export train test lint format bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,13 @@ endif
 	$(BIN)/selfinstruct model path
 	touch $@
 
+# Headless Chromium renders the run report in the tests (Debian's package; needs root and apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "chromium is not installed and cannot be installed here: the browser test of the report will fail"; fi; }
+
 generate: $(STAMP)
 	$(BIN)/selfinstruct generate --config $(CONFIG) --run-dir $(RUN)
 	$(BIN)/selfinstruct export $(RUN) --format hf -o $(RUN)/export/hf
@@ -70,7 +77,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) lint
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -1,0 +1,171 @@
+"""`selfinstruct dedup`: drop near-duplicate records of a JSONL file by exact ROUGE-L, keeping the first."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.console import console
+
+
+def _read_texts(path: str, field: str, fallback: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records and their text field; every bad line is reported at once, with its number and field."""
+    from pipeline.errors import InputFileError
+    from pipeline.jsonio import iter_jsonl
+
+    records: list[dict[str, Any]] = []
+    texts: list[str] = []
+    problems: list[str] = []
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        name = field if field in obj or fallback is None or fallback not in obj else fallback
+        if name not in obj:
+            problems.append(f'line {lineno}, field "{field}": missing field')
+            continue
+        value = obj[name]
+        if not isinstance(value, str):
+            problems.append(f'line {lineno}, field "{name}": expected a string, got {type(value).__name__}')
+            continue
+        records.append(obj)
+        texts.append(value)
+    if problems:
+        raise InputFileError(path, problems)
+    return records, texts
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Kept records (JSONL).")
+@click.option("--field", default="instruction", show_default=True, help="The text field to compare.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.7,
+    show_default=True,
+    help="Drop a record whose ROUGE-L F1 with an earlier kept one (or an --against text) is above this.",
+)
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="JSONL whose texts (--field, else 'instruction', so seed files work) are in the pool first. Repeatable.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Choice(["rouge", "unicode"]),
+    default="rouge",
+    show_default=True,
+    help="rouge: rouge-score's (ASCII words only, as the originals); unicode: any language.",
+)
+@click.option(
+    "--rejected", "rejected_path", type=click.Path(dir_okay=False), help="Write dropped records here."
+)
+@click.option(
+    "--top-k", type=click.IntRange(0), default=10, show_default=True, help="Most similar texts kept."
+)
+@click.option(
+    "--no-stats",
+    is_flag=True,
+    help="Only decide (same decisions, faster): kept records get no most_similar/avg_similarity.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def dedup(
+    input_path: str,
+    output: str,
+    field: str,
+    threshold: float,
+    against: tuple[str, ...],
+    tokenizer: str,
+    rejected_path: str | None,
+    top_k: int,
+    no_stats: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Keep the first of every group of near-duplicates in INPUT.jsonl, in input order.
+
+    Exact Self-Instruct/Alpaca semantics: a record is dropped when its ROUGE-L F-measure (rouge-score's,
+    to the last bit) against the --against texts or any record kept before it is above --threshold.
+    Kept records are written unchanged plus "most_similar" and "avg_similarity".
+    """
+    from pipeline.console import make_progress
+    from pipeline.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
+    from pipeline.jsonio import write_text_atomic
+
+    started = time.perf_counter()
+    records, texts = _read_texts(input_path, field)
+    pool: list[str] = []
+    for path in against:
+        pool.extend(_read_texts(path, field, fallback="instruction")[1])
+
+    config = DedupConfig(threshold=threshold, tokenizer=tokenizer, top_k=top_k, similarity_stats=not no_stats)
+    index = RougeIndex(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DedupDisabledWarning)
+        index.add_many(pool)
+        with make_progress(quiet=quiet or len(texts) < 2000) as progress:
+            task = progress.add_task("dedup", total=len(texts))
+            results = index.offer_many(texts, on_progress=lambda n: progress.advance(task, n))
+    for warning in caught:
+        if issubclass(warning.category, DedupDisabledWarning):
+            console.print(f"[yellow]warning:[/] {warning.message}")
+
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    for record, result in zip(records, results, strict=True):
+        if result.kept:
+            extra = (
+                {}
+                if no_stats
+                else {"most_similar": result.most_similar, "avg_similarity": result.avg_similarity}
+            )
+            kept.append({**record, **extra})
+        else:
+            dropped.append(
+                {
+                    **record,
+                    "reasons": ["rouge_l_duplicate"],
+                    "max_score": result.max_score,
+                    "most_similar": result.most_similar,
+                }
+            )
+    write_text_atomic(output, _jsonl(kept))
+    if rejected_path is not None:
+        write_text_atomic(rejected_path, _jsonl(dropped))
+
+    stats = index.stats
+    summary = {
+        "input": str(Path(input_path)),
+        "records": len(records),
+        "against": len(pool),
+        "kept": len(kept),
+        "rejected": len(dropped),
+        "threshold": threshold,
+        "tokenizer": tokenizer,
+        "pairs_scored": stats["pairs_scored"],
+        "pairs_pruned": stats["pairs_pruned"],
+        "wordless_texts": stats["wordless_texts"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "output": str(Path(output)),
+        "rejected_output": rejected_path,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"kept {len(kept):,} of {len(records):,} records, dropped {len(dropped):,} near-duplicates "
+        f"(ROUGE-L > {threshold:g}; pool {len(pool):,} --against texts) in {summary['seconds']:.2f}s; "
+        f"pairs scored {stats['pairs_scored']:,}, pruned {stats['pairs_pruned']:,} -> {output}"
+    )

@@ -1,0 +1,266 @@
+"""Quality filters: small named rules, each returning a reason code or None.
+
+The instruction rules are Self-Instruct's and Alpaca's post-processing filters; the instance rules
+are Self-Instruct's `prepare_for_finetuning` checks plus placeholder and refusal detection. Every
+rule can be switched off and tuned from YAML through `FilterConfig`; nothing is dropped without a
+reason code, so rejections can be written out and counted.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.schemas import Instance
+
+# Self-Instruct's 13 terms (tasks a text-only model cannot do), then Alpaca's additions.
+SELF_INSTRUCT_BLACKLIST = (
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+)
+ALPACA_BLACKLIST_ADDITIONS = ("video", "audio", "music", "flowchart", "diagram")
+
+DEFAULT_PLACEHOLDERS = ("N/A", "<nooutput>", "<no output>", "...", "\u2026")
+DEFAULT_REFUSALS = (
+    "as an ai language model",
+    "as a language model",
+    "as an ai model",
+    "as an ai assistant",
+    "i'm sorry, but i cannot",
+    "i am sorry, but i cannot",
+    "i'm sorry, but i can't",
+    "i'm sorry, but as an ai",
+)
+
+
+class FilterConfig(BaseModel):
+    """Which rules run and with what parameters. Each rule's switch is named after its reason code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # instruction rules
+    too_short: bool = Field(True, description="reject instructions with fewer than min_words words")
+    min_words: int = Field(4, ge=0, description="Self-Instruct drops <= 3 words")
+    too_long: bool = Field(True, description="reject instructions with more than max_words words")
+    max_words: int = Field(150, ge=1, description="Self-Instruct drops > 150 words")
+    blacklisted_word: bool = Field(True, description="reject instructions naming a blacklisted term")
+    blacklist: list[str] = Field(
+        default_factory=lambda: [*SELF_INSTRUCT_BLACKLIST, *ALPACA_BLACKLIST_ADDITIONS],
+        description="whole words/phrases, case-insensitive: things a text model cannot see, draw or open",
+    )
+    write_a_program: bool = Field(True, description="reject instructions starting with a banned prefix")
+    banned_prefixes: list[str] = Field(
+        default_factory=lambda: ["Write a program"],
+        description="case-insensitive; models pile 'write a program' onto tasks, leaving it unclear what to output",
+    )
+    starts_with_punctuation: bool = Field(
+        True, description="reject instructions starting with ASCII punctuation"
+    )
+    starts_with_non_ascii: bool = Field(
+        True, description="reject instructions starting with a non-ASCII character"
+    )
+    truncated: bool = Field(
+        True, description="reject a reply cut off by the length limit (finish reason 'length')"
+    )
+    # instance rules
+    empty_output: bool = Field(True, description="reject instances whose output is blank")
+    output_equals_input: bool = Field(True, description="reject instances that echo their input")
+    ends_with_colon: bool = Field(
+        True, description="reject an input or output ending with ':' (cut-off generation)"
+    )
+    placeholder_output: bool = Field(True, description="reject outputs that only stand in for an answer")
+    placeholders: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PLACEHOLDERS), description="whole outputs, case-insensitive"
+    )
+    refusal: bool = Field(True, description="reject outputs that refuse or talk about being an AI")
+    refusal_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSALS), description="substrings, case-insensitive"
+    )
+    duplicate_instance: bool = Field(
+        True, description="keep the first of identical (input, output) instances"
+    )
+    conflicting_outputs: bool = Field(
+        True, description="drop every instance of a non-empty input that has different outputs in one task"
+    )
+    too_many_instances: bool = Field(
+        True, description="keep at most max_instances per task, first ones first"
+    )
+    max_instances: int = Field(5, ge=1, description="Self-Instruct keeps at most 5 instances per task")
+
+
+_DEFAULT = FilterConfig()
+
+
+def _normalize(text: str) -> str:
+    """Whitespace runs to one space, curly apostrophes to straight: how rules compare text."""
+    return " ".join(text.replace("\u2019", "'").split())
+
+
+@lru_cache(maxsize=64)
+def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+
+# -- instruction rules: (text stripped, finish reason, config) -> reason or None ------------------
+def rule_too_short(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    return "too_short" if len(text.split()) < config.min_words else None
+
+
+def rule_too_long(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    return "too_long" if len(text.split()) > config.max_words else None
+
+
+def rule_blacklisted_word(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    pattern = _word_pattern(tuple(config.blacklist))
+    return "blacklisted_word" if pattern is not None and pattern.search(text) else None
+
+
+def rule_write_a_program(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    lowered = text.casefold()
+    hit = any(lowered.startswith(prefix.casefold()) for prefix in config.banned_prefixes)
+    return "write_a_program" if hit else None
+
+
+def rule_starts_with_punctuation(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    return "starts_with_punctuation" if text[:1] and text[0] in string.punctuation else None
+
+
+def rule_starts_with_non_ascii(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    return "starts_with_non_ascii" if text[:1] and not text[0].isascii() else None
+
+
+def rule_truncated(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    return "truncated" if finish_reason == "length" else None
+
+
+InstructionRule = Callable[[str, "str | None", FilterConfig], "str | None"]
+INSTRUCTION_RULES: dict[str, InstructionRule] = {
+    "too_short": rule_too_short,
+    "too_long": rule_too_long,
+    "blacklisted_word": rule_blacklisted_word,
+    "write_a_program": rule_write_a_program,
+    "starts_with_punctuation": rule_starts_with_punctuation,
+    "starts_with_non_ascii": rule_starts_with_non_ascii,
+    "truncated": rule_truncated,
+}
+
+
+def check_instruction(
+    text: str, finish_reason: str | None = None, config: FilterConfig | None = None
+) -> list[str]:
+    """Every reason code the instruction fails, in rule order; [] means it passes."""
+    config = config or _DEFAULT
+    stripped = _normalize(text)
+    return [
+        reason
+        for name, rule in INSTRUCTION_RULES.items()
+        if getattr(config, name) and (reason := rule(stripped, finish_reason, config)) is not None
+    ]
+
+
+# -- instance rules: (instance, config) -> reason or None ------------------------------------------
+def rule_empty_output(instance: Instance, config: FilterConfig) -> str | None:
+    return "empty_output" if not instance.output.strip() else None
+
+
+def rule_output_equals_input(instance: Instance, config: FilterConfig) -> str | None:
+    output = _normalize(instance.output)
+    return "output_equals_input" if output and output == _normalize(instance.input) else None
+
+
+def rule_ends_with_colon(instance: Instance, config: FilterConfig) -> str | None:
+    ends = instance.input.strip().endswith(":") or instance.output.strip().endswith(":")
+    return "ends_with_colon" if ends else None
+
+
+def rule_placeholder_output(instance: Instance, config: FilterConfig) -> str | None:
+    output = _normalize(instance.output).casefold()
+    hit = any(output == _normalize(p).casefold() for p in config.placeholders)
+    return "placeholder_output" if hit else None
+
+
+def rule_refusal(instance: Instance, config: FilterConfig) -> str | None:
+    output = _normalize(instance.output).casefold()
+    hit = any(_normalize(p).casefold() in output for p in config.refusal_phrases)
+    return "refusal" if hit else None
+
+
+InstanceRule = Callable[[Instance, FilterConfig], "str | None"]
+INSTANCE_RULES: dict[str, InstanceRule] = {
+    "empty_output": rule_empty_output,
+    "output_equals_input": rule_output_equals_input,
+    "ends_with_colon": rule_ends_with_colon,
+    "placeholder_output": rule_placeholder_output,
+    "refusal": rule_refusal,
+}
+
+
+def check_instance(instance: Instance, config: FilterConfig | None = None) -> list[str]:
+    """Every reason code one instance fails on its own; [] means it passes."""
+    config = config or _DEFAULT
+    return [
+        reason
+        for name, rule in INSTANCE_RULES.items()
+        if getattr(config, name) and (reason := rule(instance, config)) is not None
+    ]
+
+
+def filter_instances(
+    instances: list[Instance], config: FilterConfig | None = None
+) -> tuple[list[Instance], list[tuple[Instance, list[str]]]]:
+    """Apply the instance rules, then the task-level ones, in this order: exact duplicates (keep the
+    first), conflicting outputs for one non-empty input (drop all of them), the per-task cap (keep the
+    first). Returns (kept in input order, rejected with their reason codes)."""
+    config = config or _DEFAULT
+    reasons: list[list[str]] = [check_instance(instance, config) for instance in instances]
+    alive = [i for i, r in enumerate(reasons) if not r]
+
+    def key(instance: Instance) -> tuple[str, str]:
+        return _normalize(instance.input), _normalize(instance.output)
+
+    if config.duplicate_instance:
+        seen: set[tuple[str, str]] = set()
+        for i in alive:
+            k = key(instances[i])
+            if k in seen:
+                reasons[i].append("duplicate_instance")
+            seen.add(k)
+        alive = [i for i in alive if not reasons[i]]
+
+    if config.conflicting_outputs:
+        outputs: dict[str, set[str]] = {}
+        for i in alive:
+            inp, out = key(instances[i])
+            if inp:
+                outputs.setdefault(inp, set()).add(out)
+        for i in alive:
+            inp, _ = key(instances[i])
+            if inp and len(outputs[inp]) > 1:
+                reasons[i].append("conflicting_outputs")
+        alive = [i for i in alive if not reasons[i]]
+
+    if config.too_many_instances:
+        for i in alive[config.max_instances :]:
+            reasons[i].append("too_many_instances")
+        alive = alive[: config.max_instances]
+
+    kept = [instances[i] for i in alive]
+    rejected = [(instances[i], reasons[i]) for i in range(len(instances)) if reasons[i]]
+    return kept, rejected
