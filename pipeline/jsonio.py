@@ -40,7 +40,14 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` via a temporary file in the same folder and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -49,6 +56,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -145,6 +154,25 @@ def iter_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> Iterator[tu
         raise InputFileError(str(path), problems)
 
 
+def read_records(path: str | Path, what: str = "objects") -> tuple[list[tuple[int, Any]], str]:
+    """Numbered rows of a JSON list (`.json`, numbered as items) or a JSONL file (numbered as lines).
+
+    Returns the rows and the word ("item" or "line") that error messages use for their numbers.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        return list(iter_jsonl(path)), "line"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {exc.lineno}: bad JSON: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of {what}")
+    return list(enumerate(data, start=1)), "item"
+
+
 def read_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> list[Any]:
     return [obj for _, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail)]
 
@@ -162,16 +190,21 @@ def describe_validation_error(lineno: int, exc: ValidationError) -> list[str]:
 
 
 def load_models(
-    path: str | Path, model: type[M], check: Callable[[int, M], list[str]] | None = None
+    path: str | Path,
+    model: type[M],
+    check: Callable[[int, M], list[str]] | None = None,
+    *,
+    skip_torn_tail: bool = False,
 ) -> list[tuple[int, M]]:
     """Validate every line of a JSONL file against `model`, reporting all problems at once.
 
     `check(line_number, record)` adds problems that a single record's schema cannot see
     (duplicates across lines, say); they are reported together with the schema errors.
+    `skip_torn_tail` is for our own append-only files, whose last line a kill may have cut short.
     """
     problems: list[str] = []
     out: list[tuple[int, M]] = []
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail):
         if not isinstance(obj, dict):
             problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
             continue

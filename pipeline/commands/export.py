@@ -1,0 +1,44 @@
+"""`selfinstruct export`: a run's kept tasks as Alpaca JSON, JSONL, chat messages or a HF dataset."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["alpaca", "jsonl", "messages", "hf"]),
+    required=True,
+    help="alpaca: alpaca_data.json's JSON list; jsonl: one example a line; messages: chat JSONL "
+    "for TRL; hf: a datasets.DatasetDict (train/test) saved with save_to_disk.",
+)
+@click.option("-o", "--out", required=True, type=click.Path(), help="Output file (folder for hf).")
+@click.option("--include-seeds", is_flag=True, help="Add the run's seed tasks (all their instances).")
+@click.option(
+    "--test-size",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="hf: share of tasks held out as the test split.",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="hf: seed of the train/test split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def export(
+    run_dir: str, fmt: str, out: str, include_seeds: bool, test_size: float, seed: int, as_json: bool
+) -> None:
+    """Export the kept tasks of RUN_DIR (one example per instance)."""
+    from pipeline.export import export_run
+
+    info = export_run(run_dir, fmt, out, include_seeds=include_seeds, test_size=test_size, seed=seed)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    split = f" (train {info['train']}, test {info['test']})" if "train" in info else ""
+    click.echo(
+        f"wrote {info['examples']} examples from {info['tasks']} tasks to {info['path']} [{fmt}]{split}"
+    )

@@ -1,0 +1,184 @@
+"""The settings of a generation run, as one pydantic model read from YAML plus command-line flags.
+
+Defaults reproduce the recipes: Self-Instruct's bootstrap (8 prompt instructions, 2 of them from the
+machine pool; temperature 0.7, top_p 0.5, presence penalty 2, 1024 tokens, stop before item 16;
+yes/no classification at temperature 0; instances at temperature 0 with presence penalty 1.5) and
+Stanford Alpaca's (3 seed tasks per prompt, temperature 1.0, top_p 1.0, 3072 tokens, stop before
+item 20). Where the originals ask for `top_p=0` together with `temperature=0` we use `top_p=1.0`:
+both mean greedy decoding, and vLLM only accepts top_p in (0, 1].
+
+Settings fall into two kinds. Those that change what a run produces (method, seeds, teacher model,
+decoding, filters, dedup, templates, seed, batch size, ...) must stay fixed for the life of a run
+directory; `RUN_LENGTH_KEYS` and the other `FREE_KEYS` (how long to run, where the servers are, how
+fast to go) may change between invocations. `rundir.config_differences` applies that rule.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.dedup import DedupConfig
+from pipeline.filters import FilterConfig
+from pipeline.teachers.config import TeacherConfig
+
+Method = Literal["self-instruct", "alpaca"]
+PromptStyle = Literal["completion", "chat"]
+
+
+class Decoding(BaseModel):
+    """Sampling settings for one kind of teacher request (the per-request seed is added at run time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+class InstructionsDecoding(Decoding):
+    """bootstrap_instructions.py: the prompt ends with "9.", so items 9..15 come back at most."""
+
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.5, gt=0.0, le=1.0)
+    max_tokens: int = Field(1024, ge=1)
+    presence_penalty: float = 2.0
+    stop: list[str] = Field(default_factory=lambda: ["\n\n", "\n16", "16.", "16 ."])
+
+
+class ClassifyDecoding(Decoding):
+    """identify_clf_or_not.py: greedy; three tokens are enough for "Yes"/"No"."""
+
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(3, ge=1)
+    stop: list[str] = Field(default_factory=lambda: ["\n", "Task"])
+
+
+class InstancesDecoding(Decoding):
+    """generate_instances.py: greedy, presence penalty 1.5, 350 tokens (300 for classification tasks,
+    whose prompt is longer); "Example {max_instances + 1}" is added to `stop` at run time."""
+
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(350, ge=1)
+    presence_penalty: float = 1.5
+    stop: list[str] = Field(default_factory=lambda: ["Task:"])
+
+
+class AlpacaDecoding(Decoding):
+    """generate_instruction.py: items 4..19 after three prompt tasks; stop before item 20."""
+
+    max_tokens: int = Field(3072, ge=1)
+    stop: list[str] = Field(default_factory=lambda: ["\n20", "20."])
+
+
+class DecodingConfig(BaseModel):
+    """Decoding per request kind; each defaults to the original recipe's parameters, and a YAML file
+    that sets one of them (say `instructions.temperature`) keeps the recipe's values for the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: InstructionsDecoding = Field(default_factory=InstructionsDecoding)
+    classify: ClassifyDecoding = Field(default_factory=ClassifyDecoding)
+    instances: InstancesDecoding = Field(default_factory=InstancesDecoding)
+    instances_clf_max_tokens: int = Field(
+        300, ge=1, description="max_tokens for output-first (classification) prompts"
+    )
+    alpaca: AlpacaDecoding = Field(default_factory=AlpacaDecoding)
+
+
+class TemplatePaths(BaseModel):
+    """Optional paths of the user's own prompt templates; None means the bundled one of that name.
+
+    Each file is the fixed prefix of its prompt (see `pipeline.prompts` for what is appended).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str | None = None
+    instructions_clf: str | None = None
+    classify: str | None = None
+    instances_clf: str | None = None
+    instances_gen: str | None = None
+    alpaca: str | None = None
+
+
+class GenerateConfig(BaseModel):
+    """Everything `selfinstruct generate` needs; `configs/*.yaml` set a subset, flags override them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field("self-instruct", description="self-instruct (the paper's bootstrap) or alpaca")
+    prompt_style: PromptStyle = Field(
+        "completion", description="completion: the teacher continues a raw prompt; chat: one user message"
+    )
+    seeds: str | None = Field(
+        None, description="seed tasks JSONL; None = the project's seeds/seed_tasks.jsonl"
+    )
+    classification_seeds_only: bool = Field(
+        False, description="self-instruct: prompt with classification seeds only (more classification tasks)"
+    )
+    rounds: int = Field(
+        1, ge=1, description="rounds to run in this invocation (each rerun runs this many more)"
+    )
+    until: int | None = Field(None, ge=1, description="instead of `rounds`: run until this many kept tasks")
+    max_rounds_without_progress: int = Field(
+        20, ge=1, description="with `until`: stop after this many rounds in a row that keep nothing"
+    )
+    batch_size: int = Field(8, ge=1, description="instruction requests per round")
+    seed: int = Field(42, description="the run's RNG seed; also derives every request's sampling seed")
+    num_prompt_instructions: int | None = Field(
+        None, ge=1, description="tasks shown per prompt; None = 8 for self-instruct, 3 for alpaca"
+    )
+    num_machine_instructions: int = Field(
+        2, ge=0, description="self-instruct: how many of them come from the machine pool (once it has some)"
+    )
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    templates: TemplatePaths = Field(default_factory=TemplatePaths)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.method == "self-instruct" and self.prompt_count <= self.num_machine_instructions:
+            raise ValueError(
+                f"num_prompt_instructions ({self.prompt_count}) must exceed num_machine_instructions "
+                f"({self.num_machine_instructions}): every prompt shows at least one seed task"
+            )
+        return self
+
+    @property
+    def prompt_count(self) -> int:
+        """Tasks shown in one instruction prompt."""
+        if self.num_prompt_instructions is not None:
+            return self.num_prompt_instructions
+        return 8 if self.method == "self-instruct" else 3
+
+
+RUN_LENGTH_KEYS = ("rounds", "until", "max_rounds_without_progress")
+
+FREE_KEYS: tuple[str, ...] = (
+    *RUN_LENGTH_KEYS,
+    # where and how fast the teacher runs; none of these changes a completion or its cache key
+    "teacher.base_urls",
+    "teacher.api_key_env",
+    "teacher.concurrency",
+    "teacher.max_retries",
+    "teacher.timeout_s",
+    "teacher.retry_base_s",
+    "teacher.retry_max_s",
+    "teacher.cache",
+    "teacher.price_per_1k_prompt_tokens",
+    "teacher.price_per_1k_completion_tokens",
+    "teacher.engine.gpu_memory_utilization",
+    "teacher.engine.tensor_parallel_size",
+    "teacher.engine.data_parallel_size",
+    "teacher.engine.enable_prefix_caching",
+    "teacher.engine.kv_cache_memory_gib",
+    "teacher.engine.max_num_seqs",
+)
+"""Dotted config keys (or prefixes) that may differ between invocations on one run directory."""

@@ -1,0 +1,243 @@
+"""Exporting a run's kept tasks for training, and reading training data back (`load_examples`).
+
+One example per instance: {"instruction", "input", "output"} (+ "task_id"). Formats:
+- alpaca:   a JSON list, exactly the shape of Stanford Alpaca's alpaca_data.json;
+- jsonl:    one example per line, with task_id and is_classification;
+- messages: JSONL of {"messages": [user, assistant]} for TRL's conversational SFT;
+- hf:       a `datasets.DatasetDict` with train/test, saved with `save_to_disk`. The split is by
+            task, so the instances of one task never straddle train and test.
+Every export is written to a temporary path and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import UserError
+from pipeline.jsonio import read_records, write_json_atomic, write_text_atomic
+from pipeline.rundir import RunDir
+from pipeline.schemas import MachineTask, SeedTask
+
+Format = Literal["alpaca", "jsonl", "messages", "hf"]
+FORMATS: tuple[str, ...] = ("alpaca", "jsonl", "messages", "hf")
+COLUMNS = ("instruction", "input", "output", "task_id")
+
+
+def committed_tasks(run_dir: str | Path) -> list[MachineTask]:
+    """The kept tasks of committed rounds (a round cut short by a kill is not exported until redone)."""
+    run = RunDir(run_dir)
+    if not run.path.exists():
+        raise UserError(f"{run.path}: no such run directory")
+    if not run.path.is_dir():
+        raise UserError(f"{run.path}: not a run directory (it is a file)")
+    if not run.tasks_path.exists() and run.read_state() is None:
+        raise UserError(f"{run.path}: not a run directory (no machine_tasks.jsonl or state.json)")
+    state = run.read_state()
+    tasks = run.read_tasks()
+    if state is not None:
+        tasks = [t for t in tasks if t.round <= state.rounds_done]
+    return tasks
+
+
+def run_seeds(run_dir: str | Path) -> list[SeedTask]:
+    """The seed tasks a run was made from (the path in its config.yaml)."""
+    from pipeline.seeds import default_seeds_path, load_seeds
+
+    stored = RunDir(run_dir).read_config() or {}
+    path = stored.get("seeds") or default_seeds_path()
+    return load_seeds(path)
+
+
+def task_examples(tasks: list[MachineTask], seeds: list[SeedTask] | None = None) -> list[dict[str, Any]]:
+    """Flatten tasks to one example per instance (seed tasks first when given, as a training mix)."""
+    out: list[dict[str, Any]] = []
+    for seed in seeds or []:
+        for inst in seed.instances:
+            out.append(_example(seed.instruction, inst.input, inst.output, seed.id, seed.is_classification))
+    for task in tasks:
+        for inst in task.instances:
+            out.append(_example(task.instruction, inst.input, inst.output, task.id, task.is_classification))
+    return out
+
+
+def _example(instruction: str, given: str, output: str, task_id: str, is_clf: bool) -> dict[str, Any]:
+    return {
+        "instruction": instruction.strip(),
+        "input": given.strip(),
+        "output": output.strip(),
+        "task_id": task_id,
+        "is_classification": is_clf,
+    }
+
+
+def to_messages(example: dict[str, Any]) -> dict[str, Any]:
+    user = example["instruction"] + ("\n\n" + example["input"] if example.get("input") else "")
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": example["output"]},
+        ]
+    }
+
+
+def split_by_task(
+    examples: list[dict[str, Any]], test_size: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hold out about `test_size` of the tasks (at least one when there are two or more)."""
+    ids = list(dict.fromkeys(e["task_id"] for e in examples))
+    if test_size <= 0 or len(ids) < 2:
+        return list(examples), []
+    n_test = min(len(ids) - 1, max(1, round(test_size * len(ids))))
+    held = set(random.Random(seed).sample(ids, n_test))
+    return [e for e in examples if e["task_id"] not in held], [e for e in examples if e["task_id"] in held]
+
+
+def export_run(
+    run_dir: str | Path,
+    fmt: Format,
+    out: str | Path,
+    *,
+    include_seeds: bool = False,
+    test_size: float = 0.05,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Write the run's examples in `fmt` to `out`; return counts for the command to print."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not 0.0 <= test_size < 1.0:
+        raise UserError(f"--test-size must be in [0, 1), got {test_size}")
+    tasks = committed_tasks(run_dir)
+    if not tasks:
+        raise UserError(f"{run_dir}: the run has no kept tasks yet; run `selfinstruct generate` first")
+    seeds = run_seeds(run_dir) if include_seeds else None
+    examples = task_examples(tasks, seeds)
+    out = Path(out)
+    info: dict[str, Any] = {"format": fmt, "path": str(out), "tasks": len(tasks), "examples": len(examples)}
+    if seeds:
+        info["seed_tasks"] = len(seeds)
+    if fmt == "alpaca":
+        write_json_atomic(out, [{k: e[k] for k in ("instruction", "input", "output")} for e in examples])
+    elif fmt == "jsonl":
+        write_text_atomic(out, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+    elif fmt == "messages":
+        write_text_atomic(
+            out, "".join(json.dumps(to_messages(e), ensure_ascii=False) + "\n" for e in examples)
+        )
+    else:
+        train, test = split_by_task(examples, test_size, seed)
+        _save_hf(train, test, out)
+        info.update(train=len(train), test=len(test))
+    return info
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No per-split progress bars from datasets: the command prints its own one-line result."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def _save_hf(train: list[dict[str, Any]], test: list[dict[str, Any]], out: Path) -> None:
+    from datasets import Dataset, DatasetDict, Features, Value
+
+    features = Features({name: Value("string") for name in COLUMNS})
+
+    def build(rows: list[dict[str, Any]]) -> Dataset:
+        return Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS}, features=features)
+
+    data = DatasetDict({"train": build(train), "test": build(test)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = None
+    try:
+        # One shard per split: datasets writes no shard at all for an empty split, which it cannot load back.
+        with _quiet_datasets():
+            data.save_to_disk(str(tmp / "data"), num_shards={name: 1 for name in data})
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "data")
+        os.replace(tmp / "data", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# -- reading training data back ----------------------------------------------------------------------
+def load_examples(path: str | Path, split: str | None = None) -> list[dict[str, str]]:
+    """{"instruction", "input", "output"} dicts from a run directory, a saved datasets folder, or an
+    Alpaca-style JSON list / JSONL file (the tuning stage's `--data`).
+
+    A saved DatasetDict gives its "train" split unless `split` names another ("all" joins every split).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "machine_tasks.jsonl").exists() or (path / "state.json").exists():
+            tasks = committed_tasks(path)
+            if not tasks:
+                raise UserError(f"{path}: the run has no kept tasks yet")
+            return [_plain(e) for e in task_examples(tasks)]
+        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            return _load_saved_dataset(path, split)
+        raise UserError(f"{path}: neither a run directory nor a saved dataset (datasets.save_to_disk)")
+    rows, where = read_records(path, "{instruction, input, output} objects")
+    out, problems = [], []
+    for number, row in rows:
+        if not isinstance(row, dict):
+            problems.append(f"{where} {number}: expected an object, got {type(row).__name__}")
+            continue
+        missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
+        if missing:
+            problems.extend(f'{where} {number}, field "{k}": missing or not a string' for k in missing)
+            continue
+        out.append(_plain(row))
+    if problems:
+        from pipeline.errors import InputFileError
+
+        raise InputFileError(str(path), problems)
+    if not out:
+        raise UserError(f"{path}: no examples")
+    return out
+
+
+def _plain(row: dict[str, Any]) -> dict[str, str]:
+    return {"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]}
+
+
+def _load_saved_dataset(path: Path, split: str | None) -> list[dict[str, str]]:
+    from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        if split == "all":
+            parts: Dataset = concatenate_datasets([data[name] for name in data])
+        else:
+            name = split or ("train" if "train" in data else next(iter(data)))
+            if name not in data:
+                raise UserError(f"{path}: no split {name!r} (has {', '.join(data)})")
+            parts = data[name]
+    else:
+        parts = data
+    for column in ("instruction", "output"):
+        if column not in parts.column_names:
+            raise UserError(
+                f"{path}: the dataset has no {column!r} column (has {', '.join(parts.column_names)})"
+            )
+    return [_plain(row) for row in parts]

@@ -1,0 +1,661 @@
+"""Generation rounds end to end against a real HTTP teacher, kills included.
+
+The teacher here is a small real HTTP server speaking the OpenAI completions/chat API (the outside
+world our `openai` backend talks to), answering deterministically from (prompt, seed) with replies
+shaped like a model's: numbered task lists, yes/no labels, instances, Alpaca items, plus the
+failure modes a real teacher has (cut-off replies, blacklisted words, copies of seeds, empty
+outputs, garbage). It counts every request it receives per API key, so a test can prove that a
+resumed run never asked anything twice. Everything else is our real code: the teacher backend and
+its cache, parsing, filters, dedup, rounds, run directory and CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import GenerateConfig
+from pipeline.errors import UserError
+from pipeline.filters import check_instruction, filter_instances
+from pipeline.jsonio import read_jsonl
+from pipeline.prompts import CLASSIFY_SUFFIX
+from pipeline.rouge import rouge_l
+from pipeline.rounds import CRASH_ENV, CRASH_EXIT_CODE, run_generation
+from pipeline.rundir import TASK_STAGES, RunDir
+from pipeline.schemas import Instance, SeedTask
+from pipeline.teachers.config import TeacherConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+VERBS = [
+    "Describe",
+    "Explain",
+    "Summarize",
+    "List",
+    "Compare",
+    "Classify",
+    "Suggest",
+    "Outline",
+    "Rank",
+    "Evaluate",
+    "Critique",
+    "Predict",
+    "Invent",
+    "Plan",
+    "Sketch out",
+    "Contrast",
+]
+ADJS = [
+    "ancient",
+    "urban",
+    "coastal",
+    "digital",
+    "seasonal",
+    "musical",
+    "rural",
+    "financial",
+    "medical",
+    "legal",
+    "culinary",
+    "arctic",
+    "tropical",
+    "nautical",
+    "academic",
+    "athletic",
+    "domestic",
+    "lunar",
+]
+NOUNS = [
+    "bridges",
+    "markets",
+    "recipes",
+    "forests",
+    "festivals",
+    "contracts",
+    "engines",
+    "gardens",
+    "museums",
+    "harbors",
+    "libraries",
+    "elections",
+    "vaccines",
+    "satellites",
+    "orchestras",
+    "railways",
+    "deserts",
+    "glaciers",
+    "bakeries",
+    "factories",
+    "volcanoes",
+    "schools",
+    "hospitals",
+    "languages",
+]
+PEOPLE = [
+    "a child",
+    "a tourist",
+    "an engineer",
+    "a farmer",
+    "a nurse",
+    "a student",
+    "a retiree",
+    "a pilot",
+    "a chef",
+    "a judge",
+    "a sailor",
+    "a banker",
+]
+
+
+def _instruction(rng: random.Random) -> str:
+    kind = rng.random()
+    noun = rng.choice(NOUNS)
+    if kind < 0.08:
+        return f"Draw a picture of the {noun}."  # blacklisted word
+    if kind < 0.14:
+        return f"Do {noun}."  # too short
+    return (
+        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {noun} near "
+        f"{rng.choice(NOUNS)} that {rng.choice(PEOPLE)} would {rng.choice(['enjoy', 'fear', 'study', 'build'])}"
+    )
+
+
+def _instances(instruction: str, rng: random.Random, clf: bool) -> str:
+    if rng.random() < 0.1:
+        return "I am not sure what you mean."  # unreadable: no Example/Output/Class label
+    if clf:
+        labels = rng.sample(["Alpha", "Beta", "Gamma", "Delta"], rng.randint(2, 3))
+        return "".join(
+            f"Class label: {lab}\nText: a sample about {rng.choice(NOUNS)} {k}\n"
+            for k, lab in enumerate(labels)
+        )
+    parts = []
+    for k in range(rng.randint(1, 3)):
+        out = "" if rng.random() < 0.15 else f"An answer about {rng.choice(NOUNS)} number {k}."
+        parts.append(f"Example {k + 1}\nTopic: {rng.choice(ADJS)} {rng.choice(NOUNS)}\nOutput: {out}\n")
+    return "".join(parts)
+
+
+def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str]:
+    """A deterministic reply to one prompt, shaped like a model's."""
+    rng = random.Random(f"{seed}|{text}")
+    if mode == "garbage":
+        return rng.choice(["", "???", "lorem ipsum dolor", "\n\n"]), "stop"
+    if text.endswith(CLASSIFY_SUFFIX):
+        task = text[: -len(CLASSIFY_SUFFIX)].rsplit("Task:", 1)[1]
+        return (" Yes" if "Classify" in task or "Rank" in task else " No"), "stop"
+    if "List of 20 tasks" in text:
+        start = int(text.rsplit("###\n", 1)[1].split(".", 1)[0])
+        items = []
+        for k in range(rng.randint(1, 4)):
+            number = start + k
+            given = rng.choice(["<noinput>", f"Some {rng.choice(NOUNS)} facts."])
+            output = "" if rng.random() < 0.1 else f"A reply about {rng.choice(NOUNS)}."
+            head = " " if k == 0 else f"{number}. Instruction: "
+            items.append(
+                f"{head}{_instruction(rng)}\n{number}. Input:\n{given}\n{number}. Output:\n{output}\n"
+            )
+        reply = "###\n".join(items)
+        if rng.random() < 0.2:
+            return reply + f"###\n{start + len(items)}. Instruction: Write", "length"
+        return reply, "stop"
+    if text.endswith("\n") and "Task:" in text:
+        task = text.rsplit("Task:", 1)[1].strip()
+        return _instances(task, rng, clf="Class label:" in text), "stop"
+    # An instruction list: the prompt ends with the open number.
+    number = int(text.rstrip().rsplit("\n", 1)[1].rstrip("."))
+    shown = [line.split(". ", 1)[1] for line in text.split("\n") if line[:1].isdigit() and ". " in line]
+    items = []
+    for _ in range(rng.randint(1, 5)):
+        items.append(
+            rng.choice(shown) if rng.random() < 0.1 else _instruction(rng)
+        )  # a copy of a prompt task
+    first = f"{number}. {items[0]}" if chat else f" {items[0]}"
+    reply = first + "".join(f"\n{number + k}. {item}" for k, item in enumerate(items[1:], start=1))
+    return reply, ("length" if rng.random() < 0.15 else "stop")
+
+
+class FakeTeacher(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, mode: str = "good"):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = mode
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def calls_for(self, key: str) -> Counter[str]:
+        return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeTeacher
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send(200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        chat = self.path.endswith("/chat/completions")
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self.server.lock:
+            self.server.calls[(self.headers.get("Authorization", ""), digest)] += 1
+        reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
+        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
+            obj = "text_completion"
+        self._send(
+            200,
+            {
+                "id": "x",
+                "object": obj,
+                "created": 0,
+                "model": body["model"],
+                "choices": [choice],
+                "usage": usage,
+            },
+        )
+
+
+@pytest.fixture()
+def teacher_server():
+    server = FakeTeacher()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+SEED_TEXTS = [
+    "Write a thank-you note to a neighbour who watered my plants.",
+    "Classify the animal as a mammal, bird, reptile or fish.",
+    "Give three tips for staying focused while studying at home.",
+    "Convert the temperature from Fahrenheit to Celsius.",
+    "Tell me whether the sentence is written in the past or present tense.",
+    "Suggest a name for a small bookshop by the river.",
+    "Explain why leaves change colour in the autumn.",
+    "Summarize the paragraph in one sentence for a busy reader.",
+    "Rank the planets from the smallest to the largest.",
+    "Turn the list of steps into a short paragraph.",
+    "Decide whether the review is positive or negative.",
+    "Plan a simple weekly menu for a vegetarian family.",
+]
+
+
+@pytest.fixture()
+def seeds_file(tmp_path) -> Path:
+    path = tmp_path / "seeds.jsonl"
+    rows = [
+        SeedTask(
+            id=f"seed_{k}",
+            name=f"seed_{k}",
+            instruction=text,
+            instances=[Instance(input="" if k % 2 else f"example input {k}", output=f"example output {k}")],
+            is_classification=text.startswith(("Classify", "Tell me whether", "Decide", "Rank")),
+        )
+        for k, text in enumerate(SEED_TEXTS)
+    ]
+    path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    return path
+
+
+def make_config(server: FakeTeacher, seeds: Path, **changes: object) -> GenerateConfig:
+    data = {
+        "seeds": str(seeds),
+        "batch_size": 4,
+        "rounds": 2,
+        "teacher": TeacherConfig(
+            backend="openai",
+            model="fake-teacher",
+            base_urls=[server.url],
+            api_key_env="SI_FAKE_KEY",
+            concurrency=1,
+            retry_base_s=0.0,
+        ),
+    }
+    data.update(changes)
+    return GenerateConfig(**data)
+
+
+def check_run(run_dir: Path, seeds: list[str]) -> dict:
+    """Invariants of any run directory: unique ids, every candidate accounted for, kept tasks clean."""
+    run = RunDir(run_dir)
+    state = run.read_state()
+    tasks = run.read_tasks()
+    rejections = run.read_rejections()
+    ids = [t.id for t in tasks]
+    assert len(ids) == len(set(ids)), "duplicate task ids"
+    instructions = [t.instruction for t in tasks]
+    assert len(instructions) == len(set(instructions)), "duplicate instructions"
+    keys = [r.candidate["key"] for r in rejections]
+    assert len(keys) == len(set(keys)), "duplicate rejection keys"
+    assert all(t.round <= state.rounds_done for t in tasks)
+    assert state.kept_total == len(tasks)
+    for row in state.rounds:
+        kept = sum(t.round == row["round"] for t in tasks)
+        whole = sum(r.round == row["round"] and r.stage in TASK_STAGES for r in rejections)
+        assert row["kept"] == kept
+        assert row["candidates"] == kept + whole, f"round {row['round']}: a candidate went missing"
+    pool = list(seeds)
+    for task in tasks:
+        assert check_instruction(task.instruction) == []
+        kept_inst, dropped = filter_instances(task.instances)
+        assert dropped == [] and len(kept_inst) == len(task.instances) >= 1
+        assert max(rouge_l(task.instruction, other) for other in pool) <= 0.7
+        pool.append(task.instruction)
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["kept_total"] == len(tasks)
+    assert len(summary["rounds"]) == state.rounds_done
+    return {
+        "ids": ids,
+        "instructions": instructions,
+        "keys": sorted(keys),
+        "state": state,
+        "summary": summary,
+    }
+
+
+# -- in-process runs ------------------------------------------------------------------------------------
+def test_self_instruct_rounds(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k1")
+    config = make_config(teacher_server, seeds_file)
+    outcome = run_generation(config, tmp_path / "run")
+    result = check_run(tmp_path / "run", SEED_TEXTS)
+    assert outcome.rounds_run == 2 and result["state"].rounds_done == 2
+    assert result["ids"], "the fake teacher's replies should keep some tasks"
+    assert all(i.startswith(("r0001-", "r0002-")) for i in result["ids"])
+    tasks = RunDir(tmp_path / "run").read_tasks()
+    rejections = RunDir(tmp_path / "run").read_rejections()
+    # Prompt mix: 8 seeds in round 1 (empty pool), 6 seeds + 2 pool tasks in round 2.
+    pool_after_one = sum(t.round == 1 for t in tasks)
+    assert pool_after_one >= 2
+    for record in [*tasks, *[r for r in rejections if "prompt_ids" in r.candidate]]:
+        shown = record.prompt_ids if hasattr(record, "prompt_ids") else record.candidate["prompt_ids"]
+        machine = sum(i.startswith("r0") for i in shown)
+        assert len(shown) == 8
+        assert machine == (0 if record.round == 1 else 2)
+    # The classification path: "Classify..." tasks were labelled yes and got output-first instances.
+    for task in tasks:
+        clf = "Classify" in task.instruction or "Rank" in task.instruction
+        assert task.is_classification == clf
+        if clf:
+            assert {i.output for i in task.instances} <= {"Alpha", "Beta", "Gamma", "Delta"}
+            assert all(i.input.startswith("Text: ") for i in task.instances)
+        else:
+            assert all(i.input.startswith("Topic: ") for i in task.instances)
+    # Every kind of failure the teacher produced is on record with its reason.
+    reasons = Counter(code for r in rejections for code in r.reasons)
+    for code in ("truncated", "blacklisted_word", "too_short", "rouge_l_duplicate"):
+        assert reasons[code] > 0, code
+    stages = Counter(r.stage for r in rejections)
+    assert stages["instruction"] and stages["dedup"]
+    summary = result["summary"]
+    assert summary["method"] == "self-instruct"
+    assert summary["teacher"]["backend"] == "openai"
+    assert summary["seeds"] == {"path": str(seeds_file), "count": len(SEED_TEXTS)}
+    assert summary["totals"]["requests"] == sum(r["requests"] for r in summary["rounds"]) > 8
+    assert summary["totals"]["rejected_by_reason"] == dict(reasons)
+    labels = summary["totals"]["classification"]
+    assert labels.get("yes", 0) > 0 and labels.get("no", 0) > 0
+
+
+def test_rerun_grows_the_run_without_asking_again(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k2")
+    config = make_config(teacher_server, seeds_file, rounds=1)
+    run_generation(config, tmp_path / "run")
+    first = check_run(tmp_path / "run", SEED_TEXTS)
+    calls_after_one = sum(teacher_server.calls_for("k2").values())
+    outcome = run_generation(config, tmp_path / "run")
+    second = check_run(tmp_path / "run", SEED_TEXTS)
+    assert second["state"].rounds_done == 2 and outcome.rounds_run == 1
+    assert second["ids"][: len(first["ids"])] == first["ids"]
+    assert all(n == 1 for n in teacher_server.calls_for("k2").values())
+    assert sum(teacher_server.calls_for("k2").values()) > calls_after_one
+    # The same run from scratch in another directory (same seed) asks the very same questions.
+    monkeypatch.setenv("SI_FAKE_KEY", "k3")
+    run_generation(config.model_copy(update={"rounds": 2}), tmp_path / "again")
+    assert check_run(tmp_path / "again", SEED_TEXTS)["ids"] == second["ids"]
+    assert set(teacher_server.calls_for("k3")) == set(teacher_server.calls_for("k2"))
+
+
+def test_until_and_the_no_progress_bound(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k4")
+    config = make_config(teacher_server, seeds_file, until=6)
+    outcome = run_generation(config, tmp_path / "run")
+    assert outcome.stopped is None
+    assert outcome.summary["kept_total"] >= 6
+    # Already there: nothing to do.
+    again = run_generation(config, tmp_path / "run")
+    assert again.rounds_run == 0
+    # A teacher that only talks nonsense: every reply is rejected with a reason, and --until gives up.
+    teacher_server.mode = "garbage"
+    bad = make_config(teacher_server, seeds_file, until=5, max_rounds_without_progress=3)
+    outcome = run_generation(bad, tmp_path / "garbage")
+    assert outcome.stopped == "no_progress" and outcome.rounds_run == 3
+    rejections = RunDir(tmp_path / "garbage").read_rejections()
+    assert len(rejections) == 3 * 4  # one per reply
+    assert {r.stage for r in rejections} <= {"parse", "instruction"}
+    assert {c for r in rejections for c in r.reasons} <= {
+        "parse_empty_reply",
+        "too_short",
+        "starts_with_punctuation",
+    }
+    assert all("reply" in r.candidate for r in rejections if r.stage == "parse")
+
+
+def test_alpaca_rounds(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k5")
+    config = make_config(teacher_server, seeds_file, method="alpaca", rounds=2)
+    run_generation(config, tmp_path / "run")
+    result = check_run(tmp_path / "run", SEED_TEXTS)
+    assert result["ids"]
+    tasks = RunDir(tmp_path / "run").read_tasks()
+    assert all(len(t.instances) == 1 and len(t.prompt_ids) == 3 and not t.is_classification for t in tasks)
+    assert all(all(i.startswith("seed_") for i in t.prompt_ids) for t in tasks)
+    assert any(t.instances[0].input == "" for t in tasks) and any(t.instances[0].input for t in tasks)
+    reasons = Counter(c for r in RunDir(tmp_path / "run").read_rejections() for c in r.reasons)
+    assert reasons["truncated"] > 0 and reasons["empty_output"] > 0
+    # Only alpaca-shaped requests were sent: one per prompt, no classification or instance calls.
+    assert sum(teacher_server.calls_for("k5").values()) == 8
+
+
+def test_chat_style_parses_numbered_replies(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k6")
+    config = make_config(teacher_server, seeds_file, prompt_style="chat", rounds=1)
+    run_generation(config, tmp_path / "run")
+    assert check_run(tmp_path / "run", SEED_TEXTS)["ids"]
+
+
+def test_changed_config_is_refused_unless_forced(teacher_server, seeds_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_KEY", "k7")
+    config = make_config(teacher_server, seeds_file, rounds=1)
+    run_generation(config, tmp_path / "run")
+    changed = config.model_copy(update={"batch_size": 8, "seed": 7})
+    with pytest.raises(UserError) as err:
+        run_generation(changed, tmp_path / "run")
+    assert "batch_size: 4 -> 8" in str(err.value) and "seed: 42 -> 7" in str(err.value)
+    assert "--force" in str(err.value)
+    assert RunDir(tmp_path / "run").read_state().rounds_done == 1
+    # Run length, server addresses and concurrency may change freely.
+    free = config.model_copy(
+        update={
+            "rounds": 2,
+            "teacher": config.teacher.model_copy(
+                update={"base_urls": [teacher_server.url, teacher_server.url], "concurrency": 3}
+            ),
+        }
+    )
+    run_generation(free, tmp_path / "run")
+    assert RunDir(tmp_path / "run").read_state().rounds_done == 3
+    # The seeds file's content is part of the config too.
+    seeds_file.write_text(seeds_file.read_text().replace("thank-you note", "thank-you card"))
+    with pytest.raises(UserError, match=r"fingerprints\.seeds|seeds \(file content changed\)"):
+        run_generation(config, tmp_path / "run")
+    run_generation(changed, tmp_path / "run", force=True)
+    assert RunDir(tmp_path / "run").read_state().rounds_done == 4
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert stored["batch_size"] == 8
+
+
+# -- killed runs (a real `selfinstruct generate` process) -------------------------------------------------
+def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str = "self-instruct") -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": method,
+                "seeds": str(seeds),
+                "batch_size": 4,
+                "rounds": 3,
+                "teacher": {
+                    "backend": "openai",
+                    "model": "fake-teacher",
+                    "base_urls": [server.url],
+                    "api_key_env": "SI_FAKE_KEY",
+                    "concurrency": 1,
+                    "retry_base_s": 0.0,
+                },
+            }
+        )
+    )
+    return path
+
+
+def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None, popen: bool = False):
+    env = {**os.environ, "SI_FAKE_KEY": key}
+    env.pop(CRASH_ENV, None)
+    if crash:
+        env[CRASH_ENV] = crash
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "generate",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        *args,
+    ]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def finish(config: Path, run_dir: Path, key: str, rounds: int = 3) -> None:
+    """Rerun the same command until the run has `rounds` committed rounds (as a user would)."""
+    state = RunDir(run_dir).read_state()
+    done = state.rounds_done if state else 0
+    if done < rounds:
+        proc = cli(config, run_dir, key, "--rounds", str(rounds - done))
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture()
+def baseline(teacher_server, seeds_file, tmp_path):
+    def make(method: str = "self-instruct") -> tuple[Path, dict]:
+        config = write_cli_config(tmp_path / f"{method}.yaml", teacher_server, seeds_file, method)
+        proc = cli(config, tmp_path / f"baseline-{method}", f"base-{method}")
+        assert proc.returncode == 0, proc.stderr
+        return config, check_run(tmp_path / f"baseline-{method}", SEED_TEXTS)
+
+    return make
+
+
+CRASHES = [
+    ("round_start@2", "self-instruct"),
+    ("mid_teacher@2", "self-instruct"),
+    ("after_teacher@1", "self-instruct"),
+    ("after_instances@2", "self-instruct"),
+    ("torn_append@2", "self-instruct"),
+    ("after_tasks@2", "self-instruct"),
+    ("after_append@2", "self-instruct"),
+    ("after_state@2", "self-instruct"),
+    ("after_append@2", "alpaca"),
+    ("mid_teacher@1", "alpaca"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("crash", "method"), CRASHES)
+def test_kill_at_a_named_point_then_resume(crash, method, baseline, teacher_server, tmp_path):
+    config, expected = baseline(method)
+    run_dir = tmp_path / "killed"
+    key = f"killed-{crash}-{method}"
+    proc = cli(config, run_dir, key, crash=crash)
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
+    if crash.startswith("torn_append"):
+        assert not (run_dir / "machine_tasks.jsonl").read_bytes().endswith(b"\n")
+    if crash.startswith(("after_tasks", "after_append")):
+        # The round's records are on disk but it is not committed: the resume must redo it and match them.
+        state = RunDir(run_dir).read_state()
+        done = state.rounds_done if state else 0
+        written = "machine_tasks.jsonl" if crash.startswith("after_tasks") else "rejected.jsonl"
+        assert any(r["round"] > done for r in read_jsonl(run_dir / written))
+    finish(config, run_dir, key)
+    got = check_run(run_dir, SEED_TEXTS)
+    assert got["ids"] == expected["ids"]
+    assert got["instructions"] == expected["instructions"]
+    assert got["keys"] == expected["keys"]
+    assert got["state"].kept_total == expected["state"].kept_total
+    assert read_jsonl(run_dir / "machine_tasks.jsonl") and (
+        run_dir / "machine_tasks.jsonl"
+    ).read_bytes().endswith(b"\n")
+    # Nothing was asked twice, and exactly what the uninterrupted run asked was asked.
+    calls = teacher_server.calls_for(key)
+    assert max(calls.values()) == 1, "a resumed run repeated a teacher call"
+    assert set(calls) == set(teacher_server.calls_for(f"base-{method}"))
+
+
+@pytest.mark.slow
+def test_uncommitted_records_that_a_forced_rerun_does_not_reproduce_are_dropped(baseline, tmp_path):
+    config, _ = baseline("self-instruct")
+    run_dir = tmp_path / "forced"
+    proc = cli(config, run_dir, "forced", crash="after_append@2")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
+    before = [r["candidate"]["key"] for r in read_jsonl(run_dir / "rejected.jsonl") if r["round"] == 2]
+    proc = cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7")
+    assert proc.returncode == 2 and "seed: 42 -> 7" in proc.stderr
+    proc = cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7", "--force")
+    assert proc.returncode == 0, proc.stderr
+    got = check_run(run_dir, SEED_TEXTS)  # per-round accounting would catch any stale record
+    assert got["state"].rounds_done == 3
+    after = [r["candidate"]["key"] for r in read_jsonl(run_dir / "rejected.jsonl") if r["round"] == 2]
+    assert after != before
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments(baseline, teacher_server, tmp_path):
+    config, expected = baseline("self-instruct")
+    run_dir = tmp_path / "sigkilled"
+    key = "sigkilled"
+    kills = 0
+    delays = random.Random(5).sample([0.4, 0.7, 1.0, 1.3, 1.6, 1.9, 2.2, 2.5], 6)
+    for delay in delays:
+        state = RunDir(run_dir).read_state()
+        done = state.rounds_done if state else 0
+        if done >= 3:
+            break
+        proc = cli(config, run_dir, key, "--rounds", str(3 - done), popen=True)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    finish(config, run_dir, key)
+    got = check_run(run_dir, SEED_TEXTS)
+    assert got["ids"] == expected["ids"] and got["keys"] == expected["keys"]
+    calls = teacher_server.calls_for(key)
+    # With concurrency 1 a kill can lose at most the one answer in flight.
+    assert sum(n - 1 for n in calls.values()) <= kills
+    assert set(calls) == set(teacher_server.calls_for("base-self-instruct"))
+
+
+def test_cli_refuses_a_changed_config_and_reports_clearly(baseline, tmp_path):
+    config, _ = baseline("self-instruct")
+    run_dir = tmp_path / "baseline-self-instruct"
+    proc = cli(config, run_dir, "base-self-instruct", "--batch-size", "5", "--method", "alpaca")
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "batch_size: 4 -> 5" in proc.stderr
+    assert "method: 'self-instruct' -> 'alpaca'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--until", "3")
+    assert proc.returncode == 2 and "either --rounds or --until" in proc.stderr
+    proc = cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert len(summary["rounds"]) == 4 and summary["kept_total"] >= 1
