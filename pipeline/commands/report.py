@@ -1,0 +1,124 @@
+"""`selfinstruct report RUN_DIR`: write report.html and the dataset card README.md for a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.console import console, make_progress
+
+
+def write_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    seeds: str | Path | None = None,
+    sample: int = 10,
+    verb_method: str = "auto",
+    license_id: str | None = None,
+    quiet: bool = True,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Compute a run's figures, then write report.html and README.md atomically; return both."""
+    from pipeline.dataset_card import render_card
+    from pipeline.jsonio import write_text_atomic
+    from pipeline.report import compute_report, load_run, load_run_seeds
+    from pipeline.report_html import render_html
+    from pipeline.report_plots import make_plots
+
+    run = load_run(run_dir)
+    seeds_path, seed_tasks = load_run_seeds(run, seeds)
+    n = len(run.tasks)
+    with make_progress(quiet=quiet) as progress:
+        novelty_bar = progress.add_task("novelty vs. seeds", total=n)
+        verbs_bar = progress.add_task("verb analysis", total=n)
+        figures = compute_report(
+            run,
+            seed_tasks,
+            seeds_path,
+            sample=sample,
+            verb_method=verb_method,
+            on_novelty=lambda k: progress.advance(novelty_bar, k),
+            on_verbs=lambda k: progress.advance(verbs_bar, k),
+        )
+        charts_bar = progress.add_task("charts", total=1)
+        plots = make_plots(figures)
+        progress.advance(charts_bar)
+    target = Path(out) if out is not None else run.run_dir
+    paths = {"report": target / "report.html", "card": target / "README.md"}
+    write_text_atomic(paths["report"], render_html(figures, plots, run.config_text))
+    write_text_atomic(paths["card"], render_card(figures, license_id=license_id))
+    return figures, paths
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for report.html and README.md (default: the run directory).",
+)
+@click.option(
+    "--seeds",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Seed tasks the run used (default: config.yaml's `seeds`, else the project's seeds).",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many kept tasks to show in the sample section.",
+)
+@click.option(
+    "--verbs",
+    "verb_method",
+    type=click.Choice(["auto", "spacy", "simple"]),
+    default="auto",
+    show_default=True,
+    help="Verb-noun analysis: spaCy's parser (auto: when installed) or a plain leading-word count.",
+)
+@click.option(
+    "--license",
+    "license_id",
+    default=None,
+    help="License id for the dataset card (default: the teacher's when known, else 'other').",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the computed figures as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def report(
+    run_dir: str,
+    out: str | None,
+    seeds: str | None,
+    sample: int,
+    verb_method: str,
+    license_id: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write RUN_DIR/report.html (self-contained) and RUN_DIR/README.md (a Hugging Face dataset card).
+
+    The report shows the funnel, rejection reasons with examples, novelty against the seeds, lengths,
+    task types, verbs and their objects, the teacher's work per round and a sample of kept tasks.
+    """
+    figures, paths = write_report(
+        run_dir,
+        out,
+        seeds=seeds,
+        sample=sample,
+        verb_method=verb_method,
+        license_id=license_id,
+        quiet=quiet,
+    )
+    if as_json:
+        figures = {**figures, "outputs": {k: str(v) for k, v in paths.items()}}
+        click.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
+    for note in figures["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    click.echo(f"report: {paths['report']}")
+    click.echo(f"dataset card: {paths['card']}")
