@@ -1,0 +1,182 @@
+"""`selfinstruct train` and `selfinstruct evaluate`: the command-line faces of tuning.train and tuning.evaluate.
+
+Both read a YAML config (configs/train.yaml: the training settings at the top level, the
+evaluation settings under `evaluate:`) with command-line flags laid on top. Heavy imports (torch,
+transformers, vLLM) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.console import console
+from pipeline.errors import UserError
+from pipeline.yamlconfig import load_config
+from tuning.config import TrainConfig, default_tasks_path
+from tuning.formats import PROMPT_FORMATS
+
+
+def run_contamination_check(train_examples: list[dict[str, str]], config: TrainConfig, quiet: bool) -> dict:
+    """Warn (or stop, with contamination.fail) when training data overlaps the evaluation tasks."""
+    from tuning.contamination import describe_hits, find_contamination, load_eval_tasks
+
+    settings = config.contamination
+    if not settings.enabled:
+        return {"checked": False}
+    path = Path(settings.tasks) if settings.tasks else default_tasks_path()
+    if settings.tasks is None and not path.exists():
+        if not quiet:
+            console.print(f"[yellow]contamination check skipped: no evaluation tasks at {path}")
+        return {"checked": False, "tasks": str(path)}
+    tasks = load_eval_tasks(path)
+    hits = find_contamination(train_examples, tasks, settings.rouge_threshold, settings.ngram)
+    result = {
+        "checked": True,
+        "tasks": str(path),
+        "hits": len(hits),
+        "examples": [h.as_dict() for h in hits[:20]],
+    }
+    if hits:
+        message = describe_hits(
+            hits, len(train_examples), settings.ngram, settings.rouge_threshold, settings.show
+        )
+        if settings.fail:
+            raise UserError(message + "\n(contamination.fail is set: remove these examples or unset it)")
+        console.print(f"[yellow]warning: {message}")
+    elif not quiet:
+        console.print(f"contamination check: no overlap with the {len(tasks)} tasks in {path}")
+    return result
+
+
+@click.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="run dir, saved datasets folder, or Alpaca JSON/JSONL",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="output folder (resumes if it has checkpoints)",
+)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), help="YAML settings (configs/train.yaml)"
+)
+@click.option("--base-model", help="HF folder or hub id (default: the bundled SmolLM2)")
+@click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), help="alpaca or chat")
+@click.option("--max-steps", type=int, help="at most this many optimizer steps")
+@click.option("--epochs", type=float, help="passes over the data (--max-steps caps them)")
+@click.option("--merge", is_flag=True, default=None, help="also write a merged model folder (OUT/merged)")
+@click.option("--quiet", is_flag=True, help="no progress display")
+def train(
+    data: Path,
+    out: Path,
+    config_path: Path | None,
+    base_model: str | None,
+    prompt_format: str | None,
+    max_steps: int | None,
+    epochs: float | None,
+    merge: bool | None,
+    quiet: bool,
+) -> None:
+    """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill."""
+    config = load_config(
+        config_path,
+        TrainConfig,
+        {
+            "base_model": base_model,
+            "prompt_format": prompt_format,
+            "max_steps": max_steps,
+            "epochs": epochs,
+            "merge": merge,
+        },
+    )
+    from tuning.data import load_splits
+    from tuning.train import train as run_train
+
+    train_examples, test_examples, source = load_splits(data, config.test_size, config.seed)
+    if not quiet:
+        console.print(f"{len(train_examples)} training examples; held-out: {source}")
+    contamination = run_contamination_check(train_examples, config, quiet)
+    summary = run_train(train_examples, test_examples, config, out, quiet=quiet, data_source=str(data))
+    summary["contamination"] = contamination
+    from pipeline.jsonio import write_json_atomic
+
+    write_json_atomic(out / "train_summary.json", summary)
+    if not quiet:
+        console.print(
+            f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f}s "
+            f"({summary['tokens_per_s']:,.0f} tokens/s); held-out loss "
+            f"{summary['eval_loss_before']:.4f} -> {summary['eval_loss_after']:.4f}; "
+            f"{summary['truncated']} over-length examples ({summary['overlength_policy']}); adapter: {summary['adapter']}"
+            + (f"; merged: {summary['merged']}" if summary["merged"] else "")
+        )
+
+
+@click.command()
+@click.option("--adapter", type=click.Path(path_type=Path), help="LoRA adapter folder (OUT/adapter of train)")
+@click.option(
+    "--base-model",
+    help="base model (default: the adapter's, else the bundled SmolLM2); a merged folder works too",
+)
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="training data, for the held-out loss on its test split"
+)
+@click.option(
+    "--tasks",
+    type=click.Path(path_type=Path),
+    help="task file (default: ../shared/reference/user_oriented_instructions.jsonl)",
+)
+@click.option("--limit", type=int, help="first N tasks only")
+@click.option("--max-tokens", type=int, help="answer length cap")
+@click.option(
+    "--prompt-format", type=click.Choice(PROMPT_FORMATS), help="default: the adapter's training format"
+)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), help="YAML whose `evaluate:` section applies"
+)
+@click.option("--out", type=click.Path(path_type=Path), help="write OUT/eval.json")
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON on stdout")
+@click.option("--quiet", is_flag=True, help="no progress display")
+def evaluate(
+    adapter: Path | None,
+    base_model: str | None,
+    data: Path | None,
+    tasks: Path | None,
+    limit: int | None,
+    max_tokens: int | None,
+    prompt_format: str | None,
+    config_path: Path | None,
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Answer evaluation tasks with the base model and the student side by side, and score them."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    config = load_config(
+        config_path,
+        TrainConfig,
+        {
+            "evaluate.base_model": base_model,
+            "evaluate.tasks": str(tasks) if tasks is not None else None,
+            "evaluate.limit": limit,
+            "evaluate.max_tokens": max_tokens,
+            "evaluate.prompt_format": prompt_format,
+        },
+    ).evaluate
+    from tuning.evaluate import evaluate as run_evaluate
+    from tuning.evaluate import results_table
+
+    report = run_evaluate(config, adapter, data, out, quiet=quiet or as_json)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in report.items() if k != "answers"}, indent=2))
+    else:
+        console.print(results_table(report))
+        if out is not None:
+            console.print(f"wrote {out / 'eval.json'}")

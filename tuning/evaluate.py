@@ -1,0 +1,241 @@
+"""Base model and student side by side: answers from vLLM, ROUGE-L, clean endings, held-out loss.
+
+The student is served through vLLM's LoRA support (one engine, the base weights once, the adapter
+applied per request), or given as a merged model folder. Both models get the same prompts, in the
+format the student was trained with, and greedy decoding so reruns compare. The held-out loss is
+computed with transformers on the training run's test split.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.console import console
+from pipeline.errors import UserError
+from pipeline.jsonio import write_json_atomic
+from pipeline.model import resolve_model
+from tuning.config import EvalConfig, default_tasks_path
+from tuning.contamination import EvalTask, load_eval_tasks
+from tuning.formats import render_prompt
+from tuning.scoring import score_answer, summarize
+from tuning.train import META_FILE
+
+
+def read_adapter_meta(adapter: Path) -> dict[str, Any]:
+    """The adapter's training facts (base model, prompt format, max length), checked for presence."""
+    if not adapter.is_dir():
+        raise UserError(f"{adapter}: no such adapter folder")
+    if not (adapter / "adapter_config.json").exists():
+        raise UserError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    meta_path = adapter / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    if "base_model" not in meta:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        meta["base_model"] = config.get("base_model_name_or_path")
+    return meta
+
+
+def _generate(
+    llm: Any, prompts: list[str], params: Any, lora: Any, quiet: bool
+) -> list[tuple[str, str, int]]:
+    outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=not quiet)
+    return [(o.outputs[0].text, o.outputs[0].finish_reason, len(o.outputs[0].token_ids)) for o in outputs]
+
+
+def _shutdown(llm: Any) -> None:
+    engine = llm.llm_engine
+    shutdown = getattr(engine, "shutdown", None) or getattr(
+        getattr(engine, "engine_core", None), "shutdown", None
+    )
+    if callable(shutdown):
+        shutdown()
+
+
+def generate_answers(
+    base: str,
+    adapter: Path | None,
+    prompts: list[str],
+    config: EvalConfig,
+    lora_rank: int,
+    quiet: bool,
+) -> dict[str, list[tuple[str, str, int]]]:
+    """{"base": [...], "student": [...]} of (text, finish_reason, tokens) from one vLLM engine."""
+    from vllm import SamplingParams
+
+    from pipeline.teachers.vllm_local import build_llm
+
+    options: dict[str, Any] = {
+        "max_model_len": config.engine.max_model_len,
+        "dtype": config.engine.dtype,
+        "seed": config.engine.seed,
+    }
+    if config.engine.gpu_memory_utilization is not None:
+        options["gpu_memory_utilization"] = config.engine.gpu_memory_utilization
+    if adapter is not None:
+        options.update(enable_lora=True, max_lora_rank=max(8, lora_rank), max_loras=1)
+    llm = build_llm(base, **options)
+    try:
+        params = SamplingParams(
+            temperature=config.temperature, max_tokens=config.max_tokens, seed=config.engine.seed
+        )
+        results = {"base": _generate(llm, prompts, params, None, quiet)}
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            request = LoRARequest("student", 1, str(adapter.resolve()))
+            results["student"] = _generate(llm, prompts, params, request, quiet)
+        return results
+    finally:
+        _shutdown(llm)
+        del llm
+        gc.collect()
+
+
+def heldout_losses(
+    base: str,
+    adapter: Path | None,
+    data: Path,
+    fmt: str,
+    max_length: int,
+    split: tuple[float, int],
+    config: EvalConfig,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Held-out loss of base and student on the test split training held out (same test_size and seed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuning.data import encode_examples, load_splits
+    from tuning.loss import heldout_loss
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    _, test, source = load_splits(data, *split)
+    if config.loss_limit:
+        test = test[: config.loss_limit]
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter is not None else base)
+    rows, stats = encode_examples(test, tokenizer, fmt, max_length, "drop")
+    if not rows:
+        raise UserError(f"{data}: no held-out example fits in {max_length} tokens")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if not quiet:
+        console.print(f"held-out loss on {len(rows)} examples ({source}) ...")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    out: dict[str, Any] = {"examples": len(rows), "dropped_overlength": stats.dropped, "source": source}
+    out["base"] = heldout_loss(model, rows, pad, config.loss_batch_size)
+    if adapter is not None:
+        from peft import PeftModel
+
+        student = PeftModel.from_pretrained(model, str(adapter))
+        out["student"] = heldout_loss(student, rows, pad, config.loss_batch_size)
+    return out
+
+
+def evaluate(
+    config: EvalConfig,
+    adapter: str | Path | None = None,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run the evaluation, write eval.json under `out` (if given) and return its content."""
+    from transformers import AutoTokenizer
+
+    from tuning.train import quiet_libraries
+
+    quiet_libraries()
+    started = time.perf_counter()
+    adapter_path = Path(adapter) if adapter is not None else None
+    meta = read_adapter_meta(adapter_path) if adapter_path is not None else {}
+    base = resolve_model(config.base_model or meta.get("base_model") or "bundled")
+    fmt = config.prompt_format or meta.get("prompt_format") or "chat"
+    max_length = config.max_length or int(meta.get("max_length", 256))
+    tasks_path = Path(config.tasks) if config.tasks else default_tasks_path()
+    tasks: list[EvalTask] = load_eval_tasks(tasks_path)
+    if config.limit:
+        tasks = tasks[: config.limit]
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_path) if adapter_path is not None else base)
+    if fmt == "chat" and not tokenizer.chat_template:
+        raise UserError(f"{base}: the tokenizer has no chat template; use --prompt-format alpaca")
+    prompts = [render_prompt(fmt, tokenizer, t.instruction, t.input) for t in tasks]
+
+    if not quiet:
+        who = "base model and student" if adapter_path is not None else "base model"
+        console.print(f"answering {len(tasks)} tasks from {tasks_path} with the {who} ({fmt} format) ...")
+    answers = generate_answers(base, adapter_path, prompts, config, int(meta.get("lora_r", 8)), quiet)
+
+    models: dict[str, Any] = {}
+    per_task: list[dict[str, Any]] = [
+        {"id": t.id, "instruction": t.instruction, "input": t.input, "reference": t.output} for t in tasks
+    ]
+    for name, outs in answers.items():
+        scores = []
+        for row, (text, finish, _) in zip(per_task, outs, strict=True):
+            score = score_answer(text, finish, row["reference"], config.repeat_ngram, config.repeat_times)
+            row[name] = {"answer": text, **score}
+            scores.append(score)
+        models[name] = summarize(scores, [n for _, _, n in outs])
+
+    losses = None
+    if data is not None:
+        split = (float(meta.get("test_size", 0.05)), int(meta.get("seed", 42)))
+        losses = heldout_losses(base, adapter_path, Path(data), fmt, max_length, split, config, quiet)
+        for name in models:
+            if name in losses:
+                models[name]["heldout_loss"] = round(losses[name], 4)
+
+    report = {
+        "base_model": base,
+        "adapter": str(adapter_path) if adapter_path is not None else None,
+        "prompt_format": fmt,
+        "tasks": str(tasks_path),
+        "n_tasks": len(tasks),
+        "data": str(data) if data is not None else None,
+        "heldout": {k: v for k, v in (losses or {}).items() if k not in ("base", "student")} or None,
+        "settings": config.model_dump(mode="json"),
+        "models": models,
+        "seconds": round(time.perf_counter() - started, 1),
+        "answers": per_task,
+    }
+    if out is not None:
+        write_json_atomic(Path(out) / "eval.json", report)
+    return report
+
+
+def results_table(report: dict[str, Any]) -> Any:
+    """A rich table: one row per metric, one column per model, and the student's change."""
+    from rich.table import Table
+
+    models = report["models"]
+    names = list(models)
+    table = Table(title=f"evaluation on {report['n_tasks']} tasks ({report['prompt_format']} format)")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    if "student" in models:
+        table.add_column("change", justify="right")
+    rows = [
+        ("ROUGE-L vs reference", "rouge_l"),
+        ("clean end (EOS, no repetition)", "clean_end"),
+        ("stopped by EOS", "stopped"),
+        ("runaway repetition", "repetitive"),
+        ("held-out loss", "heldout_loss"),
+        ("mean answer tokens", "mean_answer_tokens"),
+    ]
+    for label, key in rows:
+        values = [models[n].get(key) for n in names]
+        if all(v is None for v in values):
+            continue
+        cells = ["-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
+        if "student" in models:
+            a, b = models["base"].get(key), models["student"].get(key)
+            cells.append(
+                f"{b - a:+.4g}" if isinstance(a, int | float) and isinstance(b, int | float) else "-"
+            )
+        table.add_row(label, *cells)
+    return table

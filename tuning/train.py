@@ -1,0 +1,335 @@
+"""LoRA SFT of a student model with TRL's SFTTrainer, resumable after a kill.
+
+Layout of the output folder:
+  checkpoints/checkpoint-N/   the trainer's checkpoints (adapter, optimizer, scheduler, RNG, state)
+  train_config.yaml           the resolved configuration (a resumed run must match it)
+  eval_before.json            held-out loss of the untouched model, measured once
+  adapter/                    the final LoRA adapter, its tokenizer and selfinstruct_tuning.json
+  merged/                     with --merge: the full merged model, loadable by vLLM
+  train_summary.json          the figures
+
+Rerunning the same command after a kill resumes from the last complete checkpoint; a checkpoint
+that a kill left half-written (no trainer_state.json, which the trainer writes last) is removed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.console import console
+from pipeline.errors import UserError
+from pipeline.jsonio import write_json_atomic, write_text_atomic
+from pipeline.model import resolve_model
+from pipeline.yamlconfig import dump_config
+from tuning.config import TrainConfig
+from tuning.data import EncodeStats, encode_examples
+
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+MERGED = "merged"
+META_FILE = "selfinstruct_tuning.json"
+# Settings a resumed run must share with the run that wrote the checkpoints.
+RESUME_KEYS = ("base_model", "prompt_format", "max_length", "overlength", "lora", "batch_size", "seed")
+
+
+def quiet_libraries() -> None:
+    """Our own progress display replaces the libraries' per-step bars and map() bars."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint with its trainer_state.json; newer half-written ones are deleted."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        name = child.name
+        if child.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
+            found.append((int(name[len("checkpoint-") :]), child))
+    for _, child in sorted(found, reverse=True):
+        if (child / "trainer_state.json").exists():
+            return child
+        console.print(f"[yellow]removing incomplete checkpoint {child} (the run was killed while saving it)")
+        shutil.rmtree(child, ignore_errors=True)
+    return None
+
+
+def check_resume_config(out: Path, config: TrainConfig) -> None:
+    """Refuse to resume checkpoints written with a different model, format or data encoding."""
+    import yaml
+
+    saved_path = out / "train_config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    now = config.model_dump(mode="json")
+    changed = [key for key in RESUME_KEYS if key in saved and saved[key] != now.get(key)]
+    if changed:
+        raise UserError(
+            f"{out} holds checkpoints of a run with different {', '.join(changed)} "
+            f"(see {saved_path}); use a new --out or delete {out / CHECKPOINTS}"
+        )
+
+
+def lora_weight_stats(adapter_dir: Path) -> dict[str, int]:
+    """How many LoRA B matrices the saved adapter has and how many are non-zero.
+
+    LoRA starts with B = 0, so an adapter whose B matrices are all zero learned nothing (or was
+    saved from the wrong model: alpaca-lora #293).
+    """
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    b_mats = [t for name, t in weights.items() if "lora_B" in name]
+    return {
+        "tensors": len(weights),
+        "lora_b": len(b_mats),
+        "lora_b_nonzero": sum(1 for t in b_mats if bool(t.abs().sum() > 0)),
+    }
+
+
+def _save_dir_atomic(out_dir: Path, write: Any) -> None:
+    """Write a folder through a temporary sibling and swap it in, so a kill never leaves half of it."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def planned_steps(n_train: int, config: TrainConfig) -> int:
+    """Optimizer steps for `epochs` passes over the data, capped by `max_steps` when set.
+
+    transformers lets max_steps override epochs; here it is a cap, so a small corpus is not
+    trained for many more passes than asked and a large one stops in time.
+    """
+    per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps))
+    steps = max(1, math.ceil(per_epoch * config.epochs))
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def _report_encoding(name: str, stats: EncodeStats, config: TrainConfig, quiet: bool) -> None:
+    if stats.overlength and not quiet:
+        what = "dropped" if config.overlength == "drop" else "truncated (no EOS)"
+        console.print(
+            f"[yellow]{name}: {stats.overlength} of {stats.examples} examples exceed max_length "
+            f"{config.max_length} tokens and were {what}; longest {stats.longest} tokens"
+        )
+        for line in stats.overlength_examples:
+            console.print(f"  {line}")
+
+
+def train(
+    train_examples: list[dict[str, str]],
+    test_examples: list[dict[str, str]],
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    quiet: bool = False,
+    data_source: str = "",
+) -> dict[str, Any]:
+    """Train (or resume) a LoRA adapter; return the summary also written to train_summary.json."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tuning.progress import RichProgressCallback
+
+    quiet_libraries()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    base = resolve_model(config.base_model)
+    checkpoint = last_complete_checkpoint(out / CHECKPOINTS)
+    if checkpoint is not None:
+        check_resume_config(out, config)
+    write_text_atomic(out / "train_config.yaml", dump_config(config))
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.eos_token is None:
+        raise UserError(f"{base}: the tokenizer has no EOS token, so the student could never learn to stop")
+    if tokenizer.pad_token is None:
+        # Padding positions are excluded by the attention mask and labelled -100, so EOS is safe here.
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.prompt_format == "chat" and not tokenizer.chat_template:
+        raise UserError(f"{base}: the tokenizer has no chat template; use prompt_format: alpaca")
+
+    train_rows, train_stats = encode_examples(
+        train_examples, tokenizer, config.prompt_format, config.max_length, config.overlength
+    )
+    eval_source = test_examples[: config.max_eval_examples] if config.max_eval_examples else test_examples
+    eval_rows, eval_stats = encode_examples(
+        eval_source, tokenizer, config.prompt_format, config.max_length, config.overlength
+    )
+    _report_encoding("train", train_stats, config, quiet)
+    _report_encoding("held-out", eval_stats, config, quiet)
+    if not train_rows:
+        raise UserError(f"no training example fits in max_length {config.max_length} tokens")
+    if not eval_rows:
+        raise UserError(f"no held-out example fits in max_length {config.max_length} tokens")
+
+    max_steps = planned_steps(len(train_rows), config)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    args = SFTConfig(
+        output_dir=str(out / CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_length=config.max_length,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        save_only_model=False,
+    )
+    progress = RichProgressCallback(quiet=quiet)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[progress],
+    )
+    # Our progress bar replaces the trainer's raw log-dict printing.
+    trainer.remove_callback(PrinterCallback)
+
+    before_path = out / "eval_before.json"
+    if checkpoint is None or not before_path.exists():
+        if not quiet:
+            console.print(f"held-out loss before training ({len(eval_rows)} examples) ...")
+        before = float(trainer.evaluate()["eval_loss"])
+        write_json_atomic(before_path, {"eval_loss": before, "examples": len(eval_rows)})
+    else:
+        before = float(_read_json(before_path)["eval_loss"])
+        if not quiet:
+            console.print(f"resuming from {checkpoint} (held-out loss before training was {before:.4f})")
+
+    start_step = 0
+    if checkpoint is not None:
+        start_step = int(_read_json(checkpoint / "trainer_state.json").get("global_step", 0))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - started
+    state = trainer.state
+    session_tokens = state.num_input_tokens_seen - progress.start_tokens
+    history = [
+        {"step": int(entry["step"]), "eval_loss": float(entry["eval_loss"])}
+        for entry in state.log_history
+        if "eval_loss" in entry
+    ]
+    if history and history[-1]["step"] == state.global_step:
+        after = history[-1]["eval_loss"]
+    else:
+        after = float(trainer.evaluate()["eval_loss"])
+        history.append({"step": state.global_step, "eval_loss": after})
+
+    adapter_dir = out / ADAPTER
+    meta = {
+        "base_model": base,
+        "base_model_name": config.base_model,
+        "prompt_format": config.prompt_format,
+        "max_length": config.max_length,
+        "eos_token": tokenizer.eos_token,
+        "lora_r": config.lora.r,
+        "test_size": config.test_size,
+        "seed": config.seed,
+    }
+
+    def write_adapter(tmp: Path) -> None:
+        trainer.model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json_atomic(tmp / META_FILE, meta)
+
+    _save_dir_atomic(adapter_dir, write_adapter)
+    weights = lora_weight_stats(adapter_dir)
+    if weights["lora_b"] == 0 or weights["lora_b_nonzero"] == 0:
+        raise RuntimeError(
+            f"{adapter_dir}: the saved adapter is empty ({weights}); training did not update it"
+        )
+
+    merged_dir = None
+    if config.merge:
+        from tuning.merge import merge_adapter
+
+        if not quiet:
+            console.print("merging the adapter into the base model ...")
+        merged_dir = merge_adapter(adapter_dir, out / MERGED)
+
+    summary = {
+        "data": data_source,
+        "base_model": base,
+        "prompt_format": config.prompt_format,
+        "examples": {"train": train_stats.as_dict(), "held_out": eval_stats.as_dict()},
+        "truncated": train_stats.overlength + eval_stats.overlength,
+        "overlength_policy": config.overlength,
+        "steps": int(state.global_step),
+        "resumed_from_step": start_step,
+        "max_steps": int(state.max_steps),
+        "epochs": round(float(state.epoch or 0.0), 4),
+        "effective_batch_size": config.batch_size * config.gradient_accumulation_steps,
+        "wall_time_s": round(train_seconds, 2),
+        "tokens": int(state.num_input_tokens_seen),
+        "tokens_this_session": int(session_tokens),
+        "tokens_per_s": round(session_tokens / train_seconds, 1) if train_seconds > 0 else 0.0,
+        "train_loss": round(float(result.training_loss), 6),
+        "eval_loss_before": round(before, 6),
+        "eval_loss_after": round(after, 6),
+        "eval_history": history,
+        "adapter": str(adapter_dir),
+        "adapter_weights": weights,
+        "merged": str(merged_dir) if merged_dir else None,
+        "finished_at": time.time(),
+    }
+    write_json_atomic(out / "train_summary.json", summary)
+    return summary
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
