@@ -15,6 +15,7 @@ from pipeline.errors import UserError
 from pipeline.model import resolve_model
 from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
 from pipeline.teachers.config import TeacherConfig
+from pipeline.teachers.reaper import guard_descendants
 from pipeline.teachers.runtime import cpu_safe_options, local_identity, prepare_env
 from pipeline.teachers.usage import Usage
 
@@ -41,7 +42,10 @@ def build_llm(model: str, **engine_options: Any) -> vllm.LLM:
     options = cpu_safe_options({"enable_prefix_caching": True, **engine_options}, path)
     from vllm import LLM
 
-    return LLM(model=path, **options)
+    llm = LLM(model=path, **options)
+    # The engine runs in child processes that outlive a SIGKILL of this one; a watchdog ends them.
+    guard_descendants()
+    return llm
 
 
 def to_vllm_params(params: SamplingParams) -> Any:

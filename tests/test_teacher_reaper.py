@@ -1,0 +1,82 @@
+"""A run killed with SIGKILL leaves no engine behind: the reaper ends the processes it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from pipeline.teachers.reaper import reap
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    alive = pids
+    while time.monotonic() < deadline:
+        alive = [
+            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        if not alive:
+            break
+        time.sleep(0.2)
+    return alive
+
+
+def _run_and_kill(script: str, timeout_s: float) -> list[int]:
+    """Run `script` (which prints its children's pids, then waits), SIGKILL it, return those pids."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        line = proc.stdout.readline()
+        pids = [int(x) for x in line.split()]
+        assert pids, "the script started no child"
+        assert all(psutil.pid_exists(p) for p in pids)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return pids
+
+
+def test_children_of_a_sigkilled_parent_are_reaped():
+    script = textwrap.dedent(
+        """
+        import subprocess, sys, time, psutil
+        from pipeline.teachers.reaper import guard_descendants
+        kids = [subprocess.Popen(["sleep", "120"]) for _ in range(2)]
+        guard_descendants()
+        print(" ".join(str(k.pid) for k in kids), flush=True)
+        time.sleep(120)
+        """
+    )
+    pids = _run_and_kill(script, 30)
+    assert _wait_gone(pids, 15) == []
+
+
+def test_reap_skips_a_reused_pid():
+    """A pid whose start time differs from the recorded one belongs to someone else: leave it."""
+    me = psutil.Process()
+    assert reap([(me.pid, me.create_time() - 100.0)]) == 0
+    assert psutil.pid_exists(me.pid)
+
+
+@pytest.mark.engine
+def test_a_sigkilled_run_leaves_no_vllm_engine_behind():
+    script = textwrap.dedent(
+        """
+        import time, psutil
+        from pipeline.teachers.vllm_local import build_llm
+        llm = build_llm("bundled", max_model_len=1024, gpu_memory_utilization=0.3, kv_cache_memory_bytes=1 << 29)
+        kids = [p.pid for p in psutil.Process().children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
+        print(" ".join(map(str, kids)), flush=True)
+        time.sleep(300)
+        """
+    )
+    pids = _run_and_kill(script, 300)
+    assert _wait_gone(pids, 30) == []
