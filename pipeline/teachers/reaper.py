@@ -16,6 +16,8 @@ import time
 import psutil
 
 POLL_S = 0.5
+# Held for the life of the process: a dropped Popen of a running child warns "still running".
+_WATCHDOGS: list[subprocess.Popen] = []
 
 
 def guard_descendants() -> subprocess.Popen | None:
@@ -23,13 +25,15 @@ def guard_descendants() -> subprocess.Popen | None:
     targets = [f"{p.pid}:{p.create_time()!r}" for p in psutil.Process().children(recursive=True)]
     if not targets:
         return None
-    return subprocess.Popen(
+    watchdog = subprocess.Popen(
         [sys.executable, "-m", "pipeline.teachers.reaper", str(os.getpid()), *targets],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C to the run's process group must not kill the watchdog first
     )
+    _WATCHDOGS.append(watchdog)
+    return watchdog
 
 
 def reap(targets: list[tuple[int, float]]) -> int:
