@@ -21,23 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.dedup import DedupConfig
 from pipeline.filters import FilterConfig
+from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
 
 Method = Literal["self-instruct", "alpaca"]
 PromptStyle = Literal["completion", "chat"]
 
 
-class Decoding(BaseModel):
+class Decoding(DecodingParams):
     """Sampling settings for one kind of teacher request (the per-request seed is added at run time)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
 
 
 class InstructionsDecoding(Decoding):

@@ -23,8 +23,8 @@ class TeacherError(UserError):
     """The teacher could not answer (after bounded retries); what finished before is kept."""
 
 
-class SamplingParams(BaseModel):
-    """Decoding settings, the same for every backend. `seed` makes sampling reproducible per request."""
+class DecodingParams(BaseModel):
+    """How to decode, the same for every backend: what a config sets per kind of request."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +34,11 @@ class SamplingParams(BaseModel):
     stop: list[str] = Field(default_factory=list)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+
+
+class SamplingParams(DecodingParams):
+    """Decoding plus what varies per request: `n`, a `seed` (reproducible sampling), a JSON schema."""
+
     n: int = Field(1, ge=1)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
