@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.classify import Label, classification_requests, parse_label
-from pipeline.config import FREE_KEYS, GenerateConfig
+from pipeline.config import FREE_KEYS, Decoding, GenerateConfig
 from pipeline.dedup import DedupResult, RougeIndex
 from pipeline.errors import UserError
 from pipeline.filters import check_instruction, filter_instances
@@ -170,6 +170,20 @@ class Generator:
 
         return self.teacher.generate(requests, on_done=on_done)
 
+    def _ask_first(
+        self, label: str, stage: str, prompts: list[str], decoding: Decoding, round_no: int
+    ) -> list[Completion]:
+        """The round's opening batch: one seeded request per prompt, with the round's crash points."""
+        cfg = self.config
+        requests = [
+            make_request(prompt, cfg.prompt_style, decoding, request_seed(cfg.seed, round_no, stage, i))
+            for i, prompt in enumerate(prompts)
+        ]
+        crash_point("round_start", round_no)
+        replies = self._ask(label, requests, round_no, crash_midway=True)
+        crash_point("after_teacher", round_no)
+        return replies
+
     # -- one round ---------------------------------------------------------------------------------
     def run_round(self, round_no: int) -> RoundResult:
         if self.config.method == "alpaca":
@@ -227,18 +241,10 @@ class Generator:
             )
             for _ in range(cfg.batch_size)
         ]
-        requests = [
-            make_request(
-                self_instruct_prompt(header, tasks),
-                cfg.prompt_style,
-                cfg.decoding.instructions,
-                request_seed(cfg.seed, round_no, "instructions", i),
-            )
-            for i, tasks in enumerate(shown)
-        ]
-        crash_point("round_start", round_no)
-        replies = self._ask("instructions", requests, round_no, crash_midway=True)
-        crash_point("after_teacher", round_no)
+        prompts = [self_instruct_prompt(header, tasks) for tasks in shown]
+        replies = self._ask_first(
+            "instructions", "instructions", prompts, cfg.decoding.instructions, round_no
+        )
 
         rejections: list[Rejection] = []
         candidates: list[Candidate] = []
@@ -325,18 +331,8 @@ class Generator:
     def _alpaca_round(self, round_no: int) -> RoundResult:
         cfg = self.config
         shown = [sample_alpaca(self.rng, self.seeds, cfg.prompt_count) for _ in range(cfg.batch_size)]
-        requests = [
-            make_request(
-                alpaca_prompt(self.templates["alpaca"], tasks),
-                cfg.prompt_style,
-                cfg.decoding.alpaca,
-                request_seed(cfg.seed, round_no, "alpaca", i),
-            )
-            for i, tasks in enumerate(shown)
-        ]
-        crash_point("round_start", round_no)
-        replies = self._ask("tasks", requests, round_no, crash_midway=True)
-        crash_point("after_teacher", round_no)
+        prompts = [alpaca_prompt(self.templates["alpaca"], tasks) for tasks in shown]
+        replies = self._ask_first("tasks", "alpaca", prompts, cfg.decoding.alpaca, round_no)
         crash_point("after_instances", round_no)
 
         rejections: list[Rejection] = []
