@@ -31,7 +31,7 @@ from rouge_score import rouge_scorer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.dedup import DedupConfig, RougeIndex  # noqa: E402
+from pipeline.quality.dedup import DedupConfig, RougeIndex  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "bench" / "instructions_52k.jsonl"
 THRESHOLD = 0.7

@@ -12,7 +12,7 @@ import sys
 import click
 
 from pipeline import __version__
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.model import bundled_gguf_path, bundled_model_dir, model_fingerprint, resolve_model
+from pipeline.core.model import bundled_gguf_path, bundled_model_dir, model_fingerprint, resolve_model
 
 
 def test_gguf_is_found_without_importing_the_package():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.rouge import rouge_l
+from pipeline.quality.rouge import rouge_l
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "self_instruct_seed_tasks.jsonl"
 

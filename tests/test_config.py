@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import FREE_KEYS, GenerateConfig
-from pipeline.errors import InputFileError, UserError
-from pipeline.rounds import prepare_run
-from pipeline.rundir import RunDir, config_differences
-from pipeline.yamlconfig import load_config
+from pipeline.core.errors import InputFileError, UserError
+from pipeline.core.yamlconfig import load_config
+from pipeline.generate.config import FREE_KEYS, GenerateConfig
+from pipeline.generate.rounds import prepare_run
+from pipeline.run.rundir import RunDir, config_differences
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

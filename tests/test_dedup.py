@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from rouge_score import rouge_scorer
 
-from pipeline.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
-from pipeline.rouge import rouge_l
+from pipeline.quality.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
+from pipeline.quality.rouge import rouge_l
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BENCH = SHARED / "bench" / "instructions_52k.jsonl"

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.errors import UserError
-from pipeline.export import export_run, load_examples
-from pipeline.jsonio import append_jsonl, read_jsonl
-from pipeline.rundir import RunDir, RunState
-from pipeline.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import append_jsonl, read_jsonl
+from pipeline.run.export import export_run, load_examples
+from pipeline.run.rundir import RunDir, RunState
+from pipeline.run.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
 
 TEACHER = TeacherIdentity(backend="vllm", model="smollm2-135m-instruct", fingerprint="f")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.filters import (
+from pipeline.quality.filters import (
     ALPACA_BLACKLIST_ADDITIONS,
     INSTANCE_RULES,
     INSTRUCTION_RULES,
@@ -15,7 +15,7 @@ from pipeline.filters import (
     check_instruction,
     filter_instances,
 )
-from pipeline.schemas import Instance
+from pipeline.run.schemas import Instance
 
 GOOD = "Summarize the main argument of the given paragraph in two sentences."
 

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import GenerateConfig
-from pipeline.filters import check_instruction, filter_instances
-from pipeline.rouge import rouge_l
-from pipeline.rounds import run_generation
-from pipeline.rundir import TASK_STAGES, RunDir
-from pipeline.seeds import load_seeds
-from pipeline.yamlconfig import load_config
+from pipeline.core.yamlconfig import load_config
+from pipeline.generate.config import GenerateConfig
+from pipeline.generate.rounds import run_generation
+from pipeline.quality.filters import check_instruction, filter_instances
+from pipeline.quality.rouge import rouge_l
+from pipeline.run.rundir import TASK_STAGES, RunDir
+from pipeline.run.seeds import load_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 

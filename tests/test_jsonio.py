@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from pipeline.errors import InputFileError
-from pipeline.jsonio import append_jsonl, read_jsonl, repair_tail, write_json_atomic
+from pipeline.core.errors import InputFileError
+from pipeline.core.jsonio import append_jsonl, read_jsonl, repair_tail, write_json_atomic
 
 
 def test_append_then_read_back(tmp_path):
@@ -46,8 +46,8 @@ def test_atomic_write_survives_a_kill_mid_write(tmp_path):
     write_json_atomic(path, {"round": 1})
     code = (
         "import os, sys\n"
-        "from pipeline.jsonio import write_text_atomic\n"
-        "import pipeline.jsonio as j\n"
+        "from pipeline.core.jsonio import write_text_atomic\n"
+        "import pipeline.core.jsonio as j\n"
         "real = os.replace\n"
         "def die(*a, **k): os._exit(9)\n"
         "j.os.replace = die\n"

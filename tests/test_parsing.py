@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.classify import Label, parse_label
-from pipeline.parsing import (
+from pipeline.generate.classify import Label, parse_label
+from pipeline.generate.parsing import (
     PARSE_EMPTY_REPLY,
     PARSE_MALFORMED_ITEM,
     PARSE_NO_CLASS_LABEL,
@@ -20,7 +20,7 @@ from pipeline.parsing import (
     parse_instances,
     parse_instruction_list,
 )
-from pipeline.schemas import Instance
+from pipeline.run.schemas import Instance
 
 
 def codes(problems) -> list[str]:

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from pipeline.config import Decoding, TemplatePaths
-from pipeline.errors import UserError
-from pipeline.prompts import (
+from pipeline.core.errors import UserError
+from pipeline.generate.config import Decoding, TemplatePaths
+from pipeline.generate.prompts import (
     CLASSIFY_SUFFIX,
     TEMPLATE_DIR,
     TEMPLATE_NAMES,
@@ -24,7 +24,7 @@ from pipeline.prompts import (
     sample_self_instruct,
     self_instruct_prompt,
 )
-from pipeline.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
+from pipeline.run.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
 
 TOPICS = [
     "rivers",

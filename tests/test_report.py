@@ -25,14 +25,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.config import GenerateConfig
-from pipeline.dataset_card import infer_license, render_card, size_category
-from pipeline.jsonio import append_jsonl, write_json_atomic, write_text_atomic
-from pipeline.report import compute_report, load_run, load_run_seeds, sample_tasks
-from pipeline.report_html import SECTIONS
-from pipeline.report_verbs import analyze_verbs, leading_word, load_spacy
-from pipeline.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
-from pipeline.yamlconfig import dump_config
+from pipeline.core.jsonio import append_jsonl, write_json_atomic, write_text_atomic
+from pipeline.core.yamlconfig import dump_config
+from pipeline.generate.config import GenerateConfig
+from pipeline.report.card import infer_license, render_card, size_category
+from pipeline.report.figures import compute_report, load_run, load_run_seeds, sample_tasks
+from pipeline.report.html import SECTIONS
+from pipeline.report.verbs import analyze_verbs, leading_word, load_spacy
+from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEACHER = TeacherIdentity(
@@ -158,7 +158,7 @@ KEPT = [
     (3, "Count the vowels in the word.", [("education", "5")], False),
 ]
 
-# (round, stage, reasons, instruction, candidate), as pipeline.rounds records them
+# (round, stage, reasons, instruction, candidate), as pipeline.generate.rounds records them
 REJECTED = [
     (
         1,
@@ -610,7 +610,7 @@ def test_spacy_finds_root_verbs_and_their_objects():
 def test_unknown_verb_method_is_a_user_error():
     result = CliRunner().invoke(main, ["report", "x", "--verbs", "nltk"])
     assert result.exit_code == 2
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
 
     with pytest.raises(UserError, match="unknown verb analysis method"):
         analyze_verbs(["Write a poem."], "nltk")  # type: ignore[arg-type]
@@ -763,8 +763,8 @@ def test_seeds_from_the_flag_override_the_config(run_dir, tmp_path):
 
 
 def test_null_seeds_in_config_means_the_project_default(run_dir):
-    from pipeline.report import seeds_path_for
-    from pipeline.seeds import default_seeds_path
+    from pipeline.report.figures import seeds_path_for
+    from pipeline.run.seeds import default_seeds_path
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["seeds"] = None

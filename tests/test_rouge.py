@@ -1,4 +1,4 @@
-"""pipeline.rouge must give rouge-score's ROUGE-L F-measure to the last bit, and its tokens."""
+"""pipeline.quality.rouge must give rouge-score's ROUGE-L F-measure to the last bit, and its tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 from rouge_score import tokenize as rouge_tokenize
 
-from pipeline.rouge import (
+from pipeline.quality.rouge import (
     fmeasure,
     fmeasure_array,
     loses_all_words,

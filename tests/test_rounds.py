@@ -27,15 +27,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import GenerateConfig
-from pipeline.errors import UserError
-from pipeline.filters import check_instruction, filter_instances
-from pipeline.jsonio import read_jsonl
-from pipeline.prompts import CLASSIFY_SUFFIX
-from pipeline.rouge import rouge_l
-from pipeline.rounds import CRASH_ENV, CRASH_EXIT_CODE, run_generation
-from pipeline.rundir import TASK_STAGES, RunDir
-from pipeline.schemas import Instance, SeedTask
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import read_jsonl
+from pipeline.generate.config import GenerateConfig
+from pipeline.generate.prompts import CLASSIFY_SUFFIX
+from pipeline.generate.rounds import CRASH_ENV, CRASH_EXIT_CODE, run_generation
+from pipeline.quality.filters import check_instruction, filter_instances
+from pipeline.quality.rouge import rouge_l
+from pipeline.run.rundir import TASK_STAGES, RunDir
+from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers.config import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rouge import max_against, max_pairwise
-from pipeline.seeds import default_seeds_path, load_seeds
+from pipeline.quality.rouge import max_against, max_pairwise
+from pipeline.run.seeds import default_seeds_path, load_seeds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
@@ -24,7 +24,7 @@ def instructions(seeds):
 
 
 def reference_instructions(name: str) -> list[str]:
-    from pipeline.jsonio import read_jsonl
+    from pipeline.core.jsonio import read_jsonl
 
     return [row["instruction"] for row in read_jsonl(SHARED / name)]
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.errors import InputFileError
-from pipeline.seeds import load_seeds
+from pipeline.core.errors import InputFileError
+from pipeline.run.seeds import load_seeds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAPER_SEEDS = SHARED / "reference" / "self_instruct_seed_tasks.jsonl"

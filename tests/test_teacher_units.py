@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from pipeline.cli import main
-from pipeline.errors import UserError
-from pipeline.schemas import TeacherIdentity
+from pipeline.core.errors import UserError
+from pipeline.run.schemas import TeacherIdentity
 from pipeline.teachers import Completion, Request, SamplingParams, TeacherConfig, Usage, make_teacher
 from pipeline.teachers.cache import CACHE_FILE, CompletionCache, cache_key
 from pipeline.teachers.openai_compat import Replica, ReplicaPool, request_kwargs

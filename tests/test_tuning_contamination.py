@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from tuning.config import default_tasks_path
 from tuning.contamination import EvalTask, describe_hits, find_contamination, load_eval_tasks
 from tuning.scoring import repeated_ngram, score_answer, summarize

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.model import bundled_model_dir
+from pipeline.core.errors import UserError
+from pipeline.core.model import bundled_model_dir
 from tuning.data import IGNORE_INDEX, encode_example, encode_examples, load_splits, split_examples
 
 WORDS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.model import bundled_model_dir
+from pipeline.core.model import bundled_model_dir
 from tuning.formats import (
     ALPACA_PROMPT_INPUT,
     ALPACA_PROMPT_NO_INPUT,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_tuning_data import make_corpus
 
-from pipeline.model import bundled_model_dir
+from pipeline.core.model import bundled_model_dir
 from tuning.config import EngineSettings, EvalConfig, TrainConfig
 from tuning.data import load_splits
 from tuning.train import lora_weight_stats, train

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.errors import InputFileError, UserError
-from pipeline.yamlconfig import dump_config, load_config
+from pipeline.core.errors import InputFileError, UserError
+from pipeline.core.yamlconfig import dump_config, load_config
 
 
 class Inner(BaseModel):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.console import console
-from pipeline.errors import UserError
-from pipeline.yamlconfig import load_config
+from pipeline.core.console import console
+from pipeline.core.errors import UserError
+from pipeline.core.yamlconfig import load_config
 from tuning.config import TrainConfig, default_tasks_path
 from tuning.formats import PROMPT_FORMATS
 
@@ -105,7 +105,7 @@ def train(
     contamination = run_contamination_check(train_examples, config, quiet)
     summary = run_train(train_examples, test_examples, config, out, quiet=quiet, data_source=str(data))
     summary["contamination"] = contamination
-    from pipeline.jsonio import write_json_atomic
+    from pipeline.core.jsonio import write_json_atomic
 
     write_json_atomic(out / "train_summary.json", summary)
     if not quiet:

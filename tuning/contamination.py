@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputFileError, UserError
-from pipeline.jsonio import read_records
-from pipeline.rouge import Vocabulary, fmeasure_array, lcs_matrix, tokenize
+from pipeline.core.errors import InputFileError, UserError
+from pipeline.core.jsonio import read_records
+from pipeline.quality.rouge import Vocabulary, fmeasure_array, lcs_matrix, tokenize
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from tuning.formats import render_example
 
 IGNORE_INDEX = -100
@@ -155,7 +155,7 @@ def load_splits(
     out; a run without one is split by task the way the export splits (no task straddles the two);
     a flat Alpaca file, which has no task ids, is split by example. Both with `test_size` and `seed`.
     """
-    from pipeline import export
+    from pipeline.run import export
 
     path = Path(path)
     if not path.exists():

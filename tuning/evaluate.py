@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.console import console
-from pipeline.errors import UserError
-from pipeline.jsonio import write_json_atomic
-from pipeline.model import resolve_model
+from pipeline.core.console import console
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import write_json_atomic
+from pipeline.core.model import resolve_model
 from tuning.config import EvalConfig, default_tasks_path
 from tuning.contamination import EvalTask, load_eval_tasks
 from tuning.formats import render_prompt

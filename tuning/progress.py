@@ -14,7 +14,7 @@ from typing import Any
 from rich.progress import TextColumn
 from transformers import TrainerCallback
 
-from pipeline.console import make_progress
+from pipeline.core.console import make_progress
 
 
 class RichProgressCallback(TrainerCallback):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from statistics import mean
 from typing import Any
 
-from pipeline.rouge import rouge_l
+from pipeline.quality.rouge import rouge_l
 
 
 def repeated_ngram(text: str, n: int = 4, times: int = 4) -> str | None:

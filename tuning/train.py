@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.console import console
-from pipeline.errors import UserError
-from pipeline.jsonio import write_json_atomic, write_text_atomic
-from pipeline.model import resolve_model
-from pipeline.yamlconfig import dump_config
+from pipeline.core.console import console
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import write_json_atomic, write_text_atomic
+from pipeline.core.model import resolve_model
+from pipeline.core.yamlconfig import dump_config
 from tuning.config import TrainConfig
 from tuning.data import EncodeStats, encode_examples
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import click
 
-from pipeline.console import console
+from pipeline.core.console import console
 
 
 def _read_texts(path: str, field: str, fallback: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Records and their text field; every bad line is reported at once, with its number and field."""
-    from pipeline.errors import InputFileError
-    from pipeline.jsonio import iter_jsonl
+    from pipeline.core.errors import InputFileError
+    from pipeline.core.jsonio import iter_jsonl
 
     records: list[dict[str, Any]] = []
     texts: list[str] = []
@@ -100,9 +100,9 @@ def dedup(
     to the last bit) against the --against texts or any record kept before it is above --threshold.
     Kept records are written unchanged plus "most_similar" and "avg_similarity".
     """
-    from pipeline.console import make_progress
-    from pipeline.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
-    from pipeline.jsonio import write_text_atomic
+    from pipeline.core.console import make_progress
+    from pipeline.core.jsonio import write_text_atomic
+    from pipeline.quality.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
 
     started = time.perf_counter()
     records, texts = _read_texts(input_path, field)

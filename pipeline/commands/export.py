@@ -32,7 +32,7 @@ def export(
     run_dir: str, fmt: str, out: str, include_seeds: bool, test_size: float, seed: int, as_json: bool
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
-    from pipeline.export import export_run
+    from pipeline.run.export import export_run
 
     info = export_run(run_dir, fmt, out, include_seeds=include_seeds, test_size=test_size, seed=seed)  # type: ignore[arg-type]
     if as_json:

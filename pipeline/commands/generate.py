@@ -11,12 +11,12 @@ import click
 from rich.progress import TextColumn
 from rich.table import Table
 
-from pipeline.console import console, make_progress
+from pipeline.core.console import console, make_progress
 
 if TYPE_CHECKING:
-    from pipeline.config import GenerateConfig
-    from pipeline.rounds import RunOutcome
-    from pipeline.rundir import RunState
+    from pipeline.generate.config import GenerateConfig
+    from pipeline.generate.rounds import RunOutcome
+    from pipeline.run.rundir import RunState
 
 
 @click.command()
@@ -84,10 +84,10 @@ def generate(
     Each round sends one batch of requests and commits its results; a killed run resumes where it
     stopped, and rerunning the same command grows the run by more rounds.
     """
-    from pipeline.config import GenerateConfig
-    from pipeline.errors import UserError
-    from pipeline.rounds import NO_PROGRESS_STOP, run_generation
-    from pipeline.yamlconfig import load_config
+    from pipeline.core.errors import UserError
+    from pipeline.core.yamlconfig import load_config
+    from pipeline.generate.config import GenerateConfig
+    from pipeline.generate.rounds import NO_PROGRESS_STOP, run_generation
 
     # A plain `kill` stops the run like Ctrl-C: the engine is shut down and everything committed stays.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -176,7 +176,7 @@ class RichReporter:
             self.progress.advance(self.sub, count)
 
     def round_done(self, row: dict[str, Any], state: RunState) -> None:
-        from pipeline.rounds import task_rejection_count
+        from pipeline.generate.rounds import task_rejection_count
 
         self.candidates += row["candidates"]
         self.task_rejections += task_rejection_count(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.console import console
+from pipeline.core.console import console
 
 
 @click.group()
@@ -15,7 +15,7 @@ def model() -> None:
 @model.command("path")
 def model_path() -> None:
     """Print the converted Hugging Face folder of the bundled model (converts it once)."""
-    from pipeline.model import bundled_gguf_path, bundled_model_dir
+    from pipeline.core.model import bundled_gguf_path, bundled_model_dir
 
     with console.status(f"converting {bundled_gguf_path().name} to a Hugging Face folder (once)"):
         path = bundled_model_dir()

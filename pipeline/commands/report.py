@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.console import console, make_progress
+from pipeline.core.console import console, make_progress
 
 
 def write_report(
@@ -22,11 +22,11 @@ def write_report(
     quiet: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Compute a run's figures, then write report.html and README.md atomically; return both."""
-    from pipeline.dataset_card import render_card
-    from pipeline.jsonio import write_text_atomic
-    from pipeline.report import compute_report, load_run, load_run_seeds
-    from pipeline.report_html import render_html
-    from pipeline.report_plots import make_plots
+    from pipeline.core.jsonio import write_text_atomic
+    from pipeline.report.card import render_card
+    from pipeline.report.figures import compute_report, load_run, load_run_seeds
+    from pipeline.report.html import render_html
+    from pipeline.report.plots import make_plots
 
     run = load_run(run_dir)
     seeds_path, seed_tasks = load_run_seeds(run, seeds)

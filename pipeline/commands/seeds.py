@@ -7,7 +7,7 @@ import json
 import click
 from rich.table import Table
 
-from pipeline.console import console
+from pipeline.core.console import console
 
 
 @click.group()
@@ -26,7 +26,7 @@ def seeds() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def validate(path: str | None, as_json: bool) -> None:
     """Validate a seeds file and print count, classification count, input share, lengths, max ROUGE-L."""
-    from pipeline.seeds import default_seeds_path, load_seeds, seed_stats
+    from pipeline.run.seeds import default_seeds_path, load_seeds, seed_stats
 
     warnings: list[str] = []
     tasks = load_seeds(path, warnings)

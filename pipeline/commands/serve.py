@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from pipeline.console import console
+from pipeline.core.console import console
 
 
 @click.command()
@@ -54,8 +54,8 @@ def serve(
     """
     from pathlib import Path
 
-    from pipeline.errors import UserError
-    from pipeline.model import cache_root
+    from pipeline.core.errors import UserError
+    from pipeline.core.model import cache_root
     from pipeline.teachers.runtime import served_name
     from pipeline.teachers.server import ServerOptions, VLLMServer
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.errors import UserError
-from pipeline.schemas import TeacherIdentity
+from pipeline.core.errors import UserError
+from pipeline.run.schemas import TeacherIdentity
 from pipeline.teachers.usage import Usage
 
 

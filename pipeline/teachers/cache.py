@@ -18,8 +18,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.jsonio import append_jsonl, iter_jsonl
-from pipeline.schemas import TeacherIdentity
+from pipeline.core.jsonio import append_jsonl, iter_jsonl
+from pipeline.run.schemas import TeacherIdentity
 from pipeline.teachers.base import Completion, Deliver, Request, Teacher
 
 CACHE_FILE = "teacher.jsonl"

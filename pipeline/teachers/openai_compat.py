@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
 from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.retry import BadResponse, classify, retry_wait, shrink_max_tokens

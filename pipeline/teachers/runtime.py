@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.model import BUNDLED_ALIASES, BUNDLED_NAME, cache_root, model_fingerprint, resolve_model
-from pipeline.schemas import TeacherIdentity
+from pipeline.core.model import BUNDLED_ALIASES, BUNDLED_NAME, cache_root, model_fingerprint, resolve_model
+from pipeline.run.schemas import TeacherIdentity
 
 CPU_MAX_MEMORY_UTILIZATION = 0.5
 CPU_DEFAULT_KV_CACHE_GIB = 2.0

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.model import resolve_model
+from pipeline.core.errors import UserError
+from pipeline.core.model import resolve_model
 from pipeline.teachers.runtime import (
     CPU_DEFAULT_KV_CACHE_GIB,
     CPU_MAX_MEMORY_UTILIZATION,

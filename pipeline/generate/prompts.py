@@ -1,6 +1,6 @@
 """Building teacher prompts for both recipes, in completion or chat style.
 
-Each template under `pipeline/templates/` (or the user's file named in `templates:`) is the fixed
+Each template under `pipeline/generate/templates/` (or the user's file named in `templates:`) is the fixed
 prefix of its prompt; the code appends the variable part exactly as the originals do:
 
 - `instructions` / `instructions_clf` (self-instruct): header; then `1. <task>` ... `8. <task>` and
@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Decoding, PromptStyle, TemplatePaths
-from pipeline.errors import UserError
-from pipeline.parsing import NO_INPUT
-from pipeline.schemas import MachineTask, SeedTask
+from pipeline.core.errors import UserError
+from pipeline.generate.config import Decoding, PromptStyle, TemplatePaths
+from pipeline.generate.parsing import NO_INPUT
+from pipeline.run.schemas import MachineTask, SeedTask
 from pipeline.teachers.base import Request, SamplingParams
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"

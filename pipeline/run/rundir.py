@@ -30,15 +30,15 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from pipeline.errors import UserError
-from pipeline.jsonio import (
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import (
     iter_jsonl,
     load_models,
     repair_tail,
     write_json_atomic,
     write_text_atomic,
 )
-from pipeline.schemas import MachineTask, Rejection, TeacherIdentity
+from pipeline.run.schemas import MachineTask, Rejection, TeacherIdentity
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.dedup import DedupConfig
-from pipeline.filters import FilterConfig
+from pipeline.quality.dedup import DedupConfig
+from pipeline.quality.filters import FilterConfig
 from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
 
@@ -85,7 +85,7 @@ class DecodingConfig(BaseModel):
 class TemplatePaths(BaseModel):
     """Optional paths of the user's own prompt templates; None means the bundled one of that name.
 
-    Each file is the fixed prefix of its prompt (see `pipeline.prompts` for what is appended).
+    Each file is the fixed prefix of its prompt (see `pipeline.generate.prompts` for what is appended).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -408,7 +408,7 @@ def _config(config_text: str) -> str:
 
 
 def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_text: str) -> str:
-    """The whole page for `figures` (from pipeline.report) with `plots` (from pipeline.report_plots)."""
+    """The whole page for `figures` (from pipeline.report.figures) with `plots` (from pipeline.report.plots)."""
     ov = figures["overview"]
     bodies = {
         "overview": _overview(figures),

@@ -22,10 +22,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel
 
-from pipeline.errors import UserError
-from pipeline.jsonio import load_models
-from pipeline.rundir import TASK_STAGES
-from pipeline.schemas import MachineTask, Rejection, SeedTask
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import load_models
+from pipeline.run.rundir import TASK_STAGES
+from pipeline.run.schemas import MachineTask, Rejection, SeedTask
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -152,7 +152,7 @@ def committed_rounds(state_path: Path) -> int | None:
 
 def seeds_path_for(run: RunData, override: str | Path | None = None) -> Path:
     """Which seeds the run used: --seeds, else config.yaml's `seeds` (null: the project default)."""
-    from pipeline.seeds import default_seeds_path
+    from pipeline.run.seeds import default_seeds_path
 
     if override is not None:
         return Path(override)
@@ -168,7 +168,7 @@ def seeds_path_for(run: RunData, override: str | Path | None = None) -> Path:
 
 
 def load_run_seeds(run: RunData, override: str | Path | None = None) -> tuple[Path, list[SeedTask]]:
-    from pipeline.seeds import load_seeds
+    from pipeline.run.seeds import load_seeds
 
     path = seeds_path_for(run, override)
     if not path.is_file():
@@ -325,7 +325,7 @@ def novelty(
     on_done: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """ROUGE-L of each kept instruction to its most similar seed instruction (the paper's Figure 3)."""
-    from pipeline.rouge import max_against
+    from pipeline.quality.rouge import max_against
 
     scores: list[float] = []
     nearest: list[int] = []
@@ -536,7 +536,7 @@ def compute_report(
     on_verbs: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report, as one JSON-ready dict."""
-    from pipeline.report_verbs import analyze_verbs
+    from pipeline.report.verbs import analyze_verbs
 
     tokenizer = str(_section(run.config, "dedup").get("tokenizer") or "rouge")
     instructions = [t.instruction for t in run.tasks]

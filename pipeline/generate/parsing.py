@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipeline.schemas import Instance
+from pipeline.run.schemas import Instance
 
 NO_INPUT = "<noinput>"
 

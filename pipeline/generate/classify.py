@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from enum import Enum
 
-from pipeline.config import Decoding, PromptStyle
-from pipeline.prompts import classify_prompt, make_request, request_seed
+from pipeline.generate.config import Decoding, PromptStyle
+from pipeline.generate.prompts import classify_prompt, make_request, request_seed
 from pipeline.teachers.base import Request
 
 _FIRST_WORD = re.compile(r"[A-Za-z]+")

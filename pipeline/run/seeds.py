@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import InputFileError
-from pipeline.jsonio import load_models
-from pipeline.schemas import SeedTask
+from pipeline.core.errors import InputFileError
+from pipeline.core.jsonio import load_models
+from pipeline.run.schemas import SeedTask
 
-DEFAULT_SEEDS = Path(__file__).resolve().parent.parent / "seeds" / "seed_tasks.jsonl"
+DEFAULT_SEEDS = Path(__file__).resolve().parents[2] / "seeds" / "seed_tasks.jsonl"
 
 
 def default_seeds_path() -> Path:
@@ -72,7 +72,7 @@ class SeedStats:
 
 def seed_stats(tasks: list[SeedTask], tokenizer: str = "rouge") -> SeedStats:
     """The figures `seeds validate` prints; the max pairwise ROUGE-L uses the exact dedup scorer."""
-    from pipeline.rouge import max_pairwise
+    from pipeline.quality.rouge import max_pairwise
 
     words = [len(t.instruction.split()) for t in tasks]
     score, i, j = max_pairwise([t.instruction for t in tasks], tokenizer=tokenizer)

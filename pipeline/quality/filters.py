@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas import Instance
+from pipeline.run.schemas import Instance
 
 # Self-Instruct's 13 terms (tasks a text-only model cannot do), then Alpaca's additions.
 SELF_INSTRUCT_BLACKLIST = (
