@@ -17,6 +17,23 @@ def default_seeds_path() -> Path:
     return DEFAULT_SEEDS
 
 
+def resolve_seeds_path(configured: str | Path | None, run_dir: str | Path | None = None) -> Path:
+    """Which seeds file a run uses: the one rule, for the generator and every reader of a run.
+
+    No path (None or empty) means the project's own seeds. A relative path is taken from the working
+    directory, as `generate` took it; a reader that passes `run_dir` also finds the file there when it
+    is not under the working directory (a run directory moved together with its seeds).
+    """
+    if configured is None or not str(configured):
+        return default_seeds_path()
+    path = Path(configured)
+    if run_dir is not None and not path.is_absolute() and not path.exists():
+        beside = Path(run_dir) / path
+        if beside.exists():
+            return beside
+    return path
+
+
 def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None) -> list[SeedTask]:
     """Load and validate a seeds file; every problem is reported with its line and field, at once.
 
@@ -41,10 +58,10 @@ def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None
                 problems.append(f'line {lineno}, field "instances.{k}.output": output is empty')
         return problems
 
-    rows = load_models(path, SeedTask, check)
-    if not rows:
+    tasks = load_models(path, SeedTask, check)
+    if not tasks:
         raise InputFileError(str(path), ["line 1: the file holds no seed tasks"])
-    return [task for _, task in rows]
+    return tasks
 
 
 @dataclass(frozen=True)
