@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 def read_jsonl(path: Path) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path)]
 
+
 VERBS = [
     "Describe",
     "Explain",
