@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
+from pipeline.run.reader import Run
 from tuning.formats import render_example
 
 IGNORE_INDEX = -100
@@ -156,7 +157,7 @@ def _saved_split(saved: Path, data: Any, split: str) -> list[dict[str, str]]:
 
 def _saved_dataset_dict(path: Path) -> Path | None:
     """The saved `datasets` folder at `path` or in a run's export/hf, if any."""
-    for candidate in (path, path / "export" / "hf"):
+    for candidate in (path, Run(path).export_dir / "hf"):
         if (candidate / "dataset_dict.json").exists():
             return candidate
     return None
@@ -188,8 +189,8 @@ def load_splits(
             test = _saved_split(saved, data, "test")
             if train and test:
                 return train, test, f"the export's test split ({saved})"
-    if path.is_dir() and ((path / "machine_tasks.jsonl").exists() or (path / "state.json").exists()):
-        examples = export.task_examples(export.committed_tasks(path))
+    if Run(path).looks_like_run():
+        examples = export.task_examples(Run.open(path).committed_tasks())
         if len({e["task_id"] for e in examples}) < 2:
             raise UserError(f"{path}: need at least 2 kept tasks to hold one out for evaluation")
         train, test = export.split_by_task(examples, test_size, seed)
