@@ -12,19 +12,24 @@ A single process (`make train`, plain `selfinstruct train`) joins nothing and be
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pipeline.core.errors import UserError
+from pipeline.core.jsonio import write_json_atomic
 
 T = TypeVar("T")
 
 # Set by the launchers: torchrun / accelerate's torch.distributed launcher, and MPI (accelerate --cpu).
 _WORLD_SIZE_KEYS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 _RANK_KEYS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+# In the training output folder: how many processes wrote its checkpoints.
+LAUNCH_FILE = "launch.json"
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch:
     world_size = _first_int(environ, _WORLD_SIZE_KEYS, 1)
     rank = _first_int(environ, _RANK_KEYS, 0)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise UserError(f"the launcher set rank {rank} of {world_size} processes, which is not a valid launch")
+        raise UserError(
+            f"the launcher set rank {rank} of {world_size} processes, which is not a valid launch"
+        )
     if world_size == 1:
         return Launch()
     forced_cpu = environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
@@ -121,9 +128,11 @@ def joined(launch: Launch) -> Iterator[Launch]:
 def run_on_main(launch: Launch, work: Callable[[], T]) -> T:
     """Run `work` once, on the main process, and hand its result to every process.
 
-    The other processes wait in the broadcast. When `work` fails on the main process, the failure is
-    reported there once; the others leave quietly with its exit status instead of waiting forever.
-    (torch.distributed directly, not accelerate's helpers: the Trainer re-creates accelerate's state.)
+    The other processes wait in the broadcast. When `work` fails on the main process, the main
+    process reports it and exits with its status; the others leave quietly with status 0, so the
+    launcher (which stops every process as soon as one fails) lets the main process finish reporting
+    and names it as the failure. (torch.distributed directly, not accelerate's helpers: the Trainer
+    re-creates accelerate's state.)
     """
     if not launch.distributed:
         return work()
@@ -132,18 +141,14 @@ def run_on_main(launch: Launch, work: Callable[[], T]) -> T:
     box: list[object] = [None]
     if launch.is_main:
         try:
-            result = work()
-        except UserError as exc:
-            dist.broadcast_object_list([("failed", exc.exit_code)], src=0)
-            raise
+            box = [("ok", work())]
         except BaseException:
-            dist.broadcast_object_list([("failed", 1)], src=0)
+            dist.broadcast_object_list([("failed", None)], src=0)
             raise
-        box = [("ok", result)]
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]  # type: ignore[misc]
     if kind != "ok":
-        raise SystemExit(value)
+        raise SystemExit(0)
     return value  # type: ignore[return-value]
 
 
@@ -153,3 +158,33 @@ def barrier(launch: Launch) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def record_launch(out: Path, launch: Launch, batch_size: int, accumulation: int) -> None:
+    """Write how this run is spread (main process only), so a resume can check it."""
+    write_json_atomic(
+        out / LAUNCH_FILE,
+        {
+            "world_size": launch.world_size,
+            "per_device_batch_size": batch_size,
+            "gradient_accumulation_steps": accumulation,
+            "effective_batch_size": batch_size * accumulation * launch.world_size,
+        },
+    )
+
+
+def check_resume_launch(out: Path, launch: Launch) -> None:
+    """Refuse to resume checkpoints written by a different number of processes.
+
+    The effective batch and each process's share of the data depend on it, and the Trainer would
+    skip the wrong batches to reach the step it resumes at. Folders written before this file existed
+    were trained by one process.
+    """
+    path = out / LAUNCH_FILE
+    saved = json.loads(path.read_text(encoding="utf-8")).get("world_size", 1) if path.exists() else 1
+    if saved != launch.world_size:
+        raise UserError(
+            f"{out} holds checkpoints written by {saved} training process(es), and this launch has "
+            f"{launch.world_size}; resume with the same number of processes (the effective batch and "
+            "the data order depend on it), or start over with --force or a fresh --out"
+        )
