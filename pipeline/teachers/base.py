@@ -7,6 +7,7 @@ completion durably the moment it exists, so a killed run loses nothing it alread
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -78,7 +79,10 @@ class Completion(BaseModel):
 
 
 Deliver = Callable[[list[tuple[int, Completion]]], None]
-"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once."""
+"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once.
+
+It may block (the cache stores answers durably in it) and may be called from several threads at
+once, so a backend running an event loop calls it from worker threads, off the loop."""
 
 
 class Teacher(ABC):
@@ -108,15 +112,17 @@ class Teacher(ABC):
         if not requests:
             return []
         results: list[Completion | None] = [None] * len(requests)
+        one_at_a_time = threading.Lock()
 
         def deliver(batch: list[tuple[int, Completion]]) -> None:
-            for index, completion in batch:
-                if results[index] is not None:
-                    raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
-                results[index] = completion
-                self._usage.record(completion)
-            if on_done is not None and batch:
-                on_done(len(batch))
+            with one_at_a_time:
+                for index, completion in batch:
+                    if results[index] is not None:
+                        raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
+                    results[index] = completion
+                    self._usage.record(completion)
+                if on_done is not None and batch:
+                    on_done(len(batch))
 
         started = time.perf_counter()
         try:

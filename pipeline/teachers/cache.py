@@ -2,8 +2,14 @@
 
 The key hashes everything that decides an answer: backend, model identity (name and weights
 fingerprint), the prompt or messages, and every sampling parameter including the seed. Entries go
-to an append-only JSONL file with one fsynced write per finished batch step, so a kill loses at
-most a torn last line, which readers skip and the next append cuts off.
+to an append-only JSONL file as whole lines, so a kill leaves at most a torn last line, which readers
+skip and the next append cuts off.
+
+An answer is on disk before it is delivered, so whatever a caller has seen (progress included)
+survives a kill. During a batch one writer thread does the appending, one write and one fsync for
+every group of answers that arrived meanwhile (group commit); a backend with an event loop delivers
+from worker threads (`deliver` blocks until stored), so the loop never waits on the disk. A write
+error reaches the delivering call, and through it the batch's caller.
 
 Identical requests (same key) inside one batch get successive stored answers: with sampling and no
 seed they are different draws, and a rerun must hand back the same set of answers, not one answer
@@ -14,10 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.core.errors import UserError
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.schemas import TeacherIdentity
 from pipeline.teachers.base import Completion, Deliver, Request, Teacher
@@ -40,12 +50,96 @@ def cache_key(identity: TeacherIdentity, request: Request) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+class CacheWriteError(UserError):
+    """The cache file could not be written (a full disk, a lost mount): answers would not survive a kill."""
+
+
+Entry = tuple[str, Completion, float]
+
+
+def _record(entry: Entry) -> dict:
+    key, completion, created_at = entry
+    return {"key": key, "completion": completion.model_dump(mode="json"), "created_at": created_at}
+
+
+class GroupCommitWriter:
+    """Appends cache entries on one thread: a single durable `append_jsonl` per group of waiting entries.
+
+    Callers on any thread `submit` entries and `wait` for their ticket; entries submitted while a
+    write is under way share the next write and fsync. A failed write fails every waiter (and every
+    later one) with `CacheWriteError`; `close` writes what is left and stops the thread.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pending: list[Entry] = []
+        self._submitted = 0
+        self._durable = 0
+        self._closing = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="teacher-cache-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, entries: list[Entry]) -> int:
+        """Queue entries; the ticket to `wait` for them."""
+        with self._changed:
+            self._raise_error()
+            self._pending.extend(entries)
+            self._submitted += len(entries)
+            self._changed.notify_all()
+            return self._submitted
+
+    def wait(self, ticket: int) -> None:
+        """Block until the entries up to `ticket` are on disk."""
+        with self._changed:
+            while self._durable < ticket and self._error is None:
+                self._changed.wait()
+            self._raise_error()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread; raise if any write failed."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+        with self._changed:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise CacheWriteError(
+                f"could not write the teacher cache {self.path}: {self._error}"
+            ) from self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closing:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                group, self._pending = self._pending, []
+            try:
+                append_jsonl(self.path, (_record(entry) for entry in group))
+            except BaseException as exc:  # raised to every waiter, and by close()
+                with self._changed:
+                    self._error = exc
+                    self._pending = []
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._durable += len(group)
+                self._changed.notify_all()
+
+
 class CompletionCache:
     """Key -> stored completions (a list: identical requests may have several answers)."""
 
     def __init__(self, directory: str | Path):
         self.path = Path(directory) / CACHE_FILE
         self._entries: dict[str, list[Completion]] = defaultdict(list)
+        self._writer: GroupCommitWriter | None = None
         if self.path.exists():
             for _, record in iter_jsonl(self.path, skip_torn_tail=True):
                 self._entries[record["key"]].append(Completion.model_validate(record["completion"]))
@@ -60,16 +154,40 @@ class CompletionCache:
         return stored[occurrence].model_copy(update={"cached": True})
 
     def put_many(self, items: list[tuple[str, Completion]]) -> None:
-        """Store completions durably (one fsynced append) before anyone else sees them."""
+        """Store completions durably; return once they are on disk (safe to call from several threads).
+
+        Inside `writing()` the writer thread groups them with what other threads store meanwhile;
+        outside it, one durable append here.
+        """
         if not items:
             return
         now = time.time()
-        append_jsonl(
-            self.path,
-            ({"key": key, "completion": c.model_dump(mode="json"), "created_at": now} for key, c in items),
-        )
+        entries = [(key, completion, now) for key, completion in items]
+        writer = self._writer
+        if writer is not None:
+            writer.wait(writer.submit(entries))
+        else:
+            append_jsonl(self.path, (_record(entry) for entry in entries))
         for key, completion in items:
             self._entries[key].append(completion)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Group the writes of the block on a writer thread; it is stopped (everything written) on exit.
+
+        A write error wins over an error the block raised, since that one may claim answers are safe.
+        """
+        if self._writer is not None:
+            raise RuntimeError("the cache is already writing")
+        writer = self._writer = GroupCommitWriter(self.path)
+        try:
+            yield
+        except BaseException:
+            self._writer = None
+            writer.close()
+            raise
+        self._writer = None
+        writer.close()
 
 
 class CachedTeacher(Teacher):
@@ -102,7 +220,8 @@ class CachedTeacher(Teacher):
             self.cache.put_many([(keys[index], completion) for index, completion in mapped])
             deliver(mapped)
 
-        self.inner.stream([requests[i] for i in misses], store_and_deliver)
+        with self.cache.writing():
+            self.inner.stream([requests[i] for i in misses], store_and_deliver)
 
     def close(self) -> None:
         self.inner.close()
