@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
@@ -166,6 +168,16 @@ def test_cache_survives_a_torn_tail(tmp_path):
     assert reopened.get("k3") is None and reopened.get("k1", occurrence=1) is None
     reopened.put_many([("k3", completion("three"))])
     assert CompletionCache(tmp_path).get("k3").texts == ["three"]
+
+
+def test_cache_puts_from_many_threads_are_all_durable_and_whole(tmp_path):
+    cache = CompletionCache(tmp_path)
+    with cache.writing(), ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: cache.put_many([(f"k{k}", completion(f"answer {k}"))]), range(300)))
+    lines = (tmp_path / CACHE_FILE).read_text().splitlines()
+    assert len(lines) == 300 and all(json.loads(line)["key"].startswith("k") for line in lines)
+    reopened = CompletionCache(tmp_path)
+    assert [reopened.get(f"k{k}").texts for k in range(300)] == [[f"answer {k}"] for k in range(300)]
 
 
 def router(*urls: str) -> ReplicaRouter:

@@ -7,10 +7,9 @@ completion durably the moment it exists, so a killed run loses nothing it alread
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -78,15 +77,19 @@ class Completion(BaseModel):
     cached: bool = False
 
 
-Deliver = Callable[[list[tuple[int, Completion]]], None]
+Deliver = Callable[[list[tuple[int, Completion]]], Awaitable[None] | None]
 """Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once.
 
-It may block (the cache stores answers durably in it) and may be called from several threads at
-once, so a backend running an event loop calls it from worker threads, off the loop."""
+To a backend that `awaits_delivery` it may return an awaitable: the delivery is done (the answers
+are stored, the caller has seen them) only once the backend has awaited it on its own loop.
+Otherwise it returns None when done, and may block meanwhile (the cache writes to disk)."""
 
 
 class Teacher(ABC):
     """A model that answers batches of requests. Use `generate`; subclasses implement `stream`."""
+
+    awaits_delivery: bool = False
+    """True for backends that run an event loop and await what `deliver` returns (never blocking in it)."""
 
     def __init__(self, identity: TeacherIdentity, usage: Usage | None = None):
         self._identity = identity
@@ -112,17 +115,15 @@ class Teacher(ABC):
         if not requests:
             return []
         results: list[Completion | None] = [None] * len(requests)
-        one_at_a_time = threading.Lock()
 
         def deliver(batch: list[tuple[int, Completion]]) -> None:
-            with one_at_a_time:
-                for index, completion in batch:
-                    if results[index] is not None:
-                        raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
-                    results[index] = completion
-                    self._usage.record(completion)
-                if on_done is not None and batch:
-                    on_done(len(batch))
+            for index, completion in batch:
+                if results[index] is not None:
+                    raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
+                results[index] = completion
+                self._usage.record(completion)
+            if on_done is not None and batch:
+                on_done(len(batch))
 
         started = time.perf_counter()
         try:

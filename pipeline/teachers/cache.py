@@ -7,9 +7,9 @@ skip and the next append cuts off.
 
 An answer is on disk before it is delivered, so whatever a caller has seen (progress included)
 survives a kill. During a batch one writer thread does the appending, one write and one fsync for
-every group of answers that arrived meanwhile (group commit); a backend with an event loop delivers
-from worker threads (`deliver` blocks until stored), so the loop never waits on the disk. A write
-error reaches the delivering call, and through it the batch's caller.
+every group of answers that arrived meanwhile (group commit). A backend with an event loop
+(`awaits_delivery`) gets an awaitable from `deliver` instead of a blocking call, so its loop keeps
+running while the disk works. A write error reaches the delivery, and through it the batch's caller.
 
 Identical requests (same key) inside one batch get successive stored answers: with sampling and no
 seed they are different draws, and a rerun must hand back the same set of answers, not one answer
@@ -18,12 +18,14 @@ twice. A resumed, repeated or extended run never pays twice for a call it alread
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,52 +67,37 @@ def _record(entry: Entry) -> dict:
 class GroupCommitWriter:
     """Appends cache entries on one thread: a single durable `append_jsonl` per group of waiting entries.
 
-    Callers on any thread `submit` entries and `wait` for their ticket; entries submitted while a
-    write is under way share the next write and fsync. A failed write fails every waiter (and every
-    later one) with `CacheWriteError`; `close` writes what is left and stops the thread.
+    `submit` queues entries and returns a future that resolves once they are on disk; entries submitted
+    while a write is under way share the next write and fsync. A failed write fails its futures and
+    every later submit with `CacheWriteError`; `close` writes what is queued and stops the thread.
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self._pending: list[Entry] = []
-        self._submitted = 0
-        self._durable = 0
+        self._pending: list[tuple[list[Entry], Future[None]]] = []
         self._closing = False
-        self._error: BaseException | None = None
+        self._error: CacheWriteError | None = None
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="teacher-cache-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, entries: list[Entry]) -> int:
-        """Queue entries; the ticket to `wait` for them."""
+    def submit(self, entries: list[Entry]) -> Future[None]:
+        done: Future[None] = Future()
         with self._changed:
-            self._raise_error()
-            self._pending.extend(entries)
-            self._submitted += len(entries)
-            self._changed.notify_all()
-            return self._submitted
-
-    def wait(self, ticket: int) -> None:
-        """Block until the entries up to `ticket` are on disk."""
-        with self._changed:
-            while self._durable < ticket and self._error is None:
-                self._changed.wait()
-            self._raise_error()
+            if self._error is not None:
+                raise self._error
+            self._pending.append((entries, done))
+            self._changed.notify()
+        return done
 
     def close(self) -> None:
         """Write what is queued, then stop the thread; raise if any write failed."""
         with self._changed:
             self._closing = True
-            self._changed.notify_all()
+            self._changed.notify()
         self._thread.join()
-        with self._changed:
-            self._raise_error()
-
-    def _raise_error(self) -> None:
         if self._error is not None:
-            raise CacheWriteError(
-                f"could not write the teacher cache {self.path}: {self._error}"
-            ) from self._error
+            raise self._error
 
     def _run(self) -> None:
         while True:
@@ -121,16 +108,19 @@ class GroupCommitWriter:
                     return
                 group, self._pending = self._pending, []
             try:
-                append_jsonl(self.path, (_record(entry) for entry in group))
-            except BaseException as exc:  # raised to every waiter, and by close()
+                append_jsonl(self.path, (_record(entry) for entries, _ in group for entry in entries))
+            except Exception as exc:
+                error = CacheWriteError(f"could not write the teacher cache {self.path}: {exc}")
+                error.__cause__ = exc
                 with self._changed:
-                    self._error = exc
+                    self._error = error
+                    group += self._pending
                     self._pending = []
-                    self._changed.notify_all()
+                for _, done in group:
+                    done.set_exception(error)
                 return
-            with self._changed:
-                self._durable += len(group)
-                self._changed.notify_all()
+            for _, done in group:
+                done.set_result(None)
 
 
 class CompletionCache:
@@ -154,20 +144,28 @@ class CompletionCache:
         return stored[occurrence].model_copy(update={"cached": True})
 
     def put_many(self, items: list[tuple[str, Completion]]) -> None:
-        """Store completions durably; return once they are on disk (safe to call from several threads).
+        """Store completions durably: return once they are on disk (and only then answer lookups)."""
+        self.store(items).result()
+        self.remember(items)
 
-        Inside `writing()` the writer thread groups them with what other threads store meanwhile;
-        outside it, one durable append here.
+    def store(self, items: list[tuple[str, Completion]]) -> Future[None]:
+        """Start storing completions; the future resolves once they are on disk.
+
+        Inside `writing()` the writer thread groups them with whatever else arrives meanwhile; outside
+        it they are written here, at once. Call `remember` once the future has resolved.
         """
-        if not items:
-            return
         now = time.time()
         entries = [(key, completion, now) for key, completion in items]
-        writer = self._writer
-        if writer is not None:
-            writer.wait(writer.submit(entries))
-        else:
+        if self._writer is not None:
+            return self._writer.submit(entries)
+        done: Future[None] = Future()
+        if entries:
             append_jsonl(self.path, (_record(entry) for entry in entries))
+        done.set_result(None)
+        return done
+
+    def remember(self, items: list[tuple[str, Completion]]) -> None:
+        """Make stored completions answer lookups."""
         for key, completion in items:
             self._entries[key].append(completion)
 
@@ -215,10 +213,22 @@ class CachedTeacher(Teacher):
         if not misses:
             return
 
-        def store_and_deliver(batch: list[tuple[int, Completion]]) -> None:
+        def store_and_deliver(batch: list[tuple[int, Completion]]) -> Awaitable[None] | None:
             mapped = [(misses[local], completion) for local, completion in batch]
-            self.cache.put_many([(keys[index], completion) for index, completion in mapped])
-            deliver(mapped)
+            items = [(keys[index], completion) for index, completion in mapped]
+            stored = self.cache.store(items)
+            if not self.inner.awaits_delivery:
+                stored.result()
+                self.cache.remember(items)
+                deliver(mapped)
+                return None
+
+            async def once_stored() -> None:  # on the inner teacher's event loop, which awaits it
+                await asyncio.wrap_future(stored)
+                self.cache.remember(items)
+                deliver(mapped)
+
+            return once_stored()
 
         with self.cache.writing():
             self.inner.stream([requests[i] for i in misses], store_and_deliver)

@@ -2,8 +2,8 @@
 
 Requests run concurrently (bounded by a semaphore) on the async `openai` client, spread over the
 base URLs by `ReplicaRouter`: least in-flight among healthy replicas, failing ones benched and their
-retries sent elsewhere. Answers are delivered from worker threads, since delivering may wait on the
-cache's disk writes; a request keeps its concurrency slot until its answer is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
+retries sent elsewhere. Delivering an answer may wait on the cache's disk write: it is awaited
+(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
 (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and fitting
 `max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
 starts, the calls already open are let finish and their answers delivered (and so cached), and then
@@ -17,7 +17,6 @@ import contextlib
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +82,8 @@ def request_kwargs(request: Request, api_model: str, max_tokens: int) -> dict[st
 
 
 class OpenAITeacher(Teacher):
+    awaits_delivery = True
+
     def __init__(self, config: TeacherConfig, rng: random.Random | None = None):
         if not config.base_urls:
             raise UserError(
@@ -117,12 +118,6 @@ class OpenAITeacher(Teacher):
         gate = asyncio.Semaphore(self.config.concurrency)
         stop = asyncio.Event()
         errors: list[Exception] = []
-        loop = asyncio.get_running_loop()
-        # `deliver` may wait on the disk (the cache): it runs here, off the loop, several at once so
-        # that the cache can store them with one fsync.
-        delivering = ThreadPoolExecutor(
-            min(32, self.config.concurrency), thread_name_prefix="teacher-deliver"
-        )
 
         async def one(index: int, request: Request) -> None:
             try:
@@ -131,7 +126,9 @@ class OpenAITeacher(Teacher):
                         return
                     completion = await self._answer(request, clients, stop)
                     if completion is not None:
-                        await loop.run_in_executor(delivering, deliver, [(index, completion)])
+                        delivered = deliver([(index, completion)])
+                        if delivered is not None:
+                            await delivered
             except Exception as exc:  # a request failed for good, or `deliver` could not store an answer
                 errors.append(exc)
                 stop.set()
@@ -143,7 +140,6 @@ class OpenAITeacher(Teacher):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            delivering.shutdown(wait=True)
             self.usage.replicas = self.router.counts()
             for client in clients.values():
                 await client.close()
