@@ -153,3 +153,46 @@ def _reply(body: dict, prompt: str, chat: bool) -> dict:
             "total_tokens": max(1, len(prompt.split())) + tokens * n,
         },
     }
+
+
+def serve_replicas(argv: list[str] | None = None) -> None:
+    """Host several replicas in this process for a client in another one (no shared GIL):
+    prints their base URLs as one JSON line, serves until stdin closes, then prints each replica's
+    answered prompts and failure counts as one JSON line."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="fake OpenAI-compatible replicas on 127.0.0.1")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--capacity", type=int, default=8)
+    parser.add_argument("--service-ms", type=float, default=200.0)
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--overflow", choices=["queue", "refuse"], default="queue")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    replicas = [
+        FakeReplica(
+            args.capacity, args.service_ms / 1000, args.failure_rate, args.overflow, args.seed * 100 + i
+        )
+        for i in range(args.count)
+    ]
+    for replica in replicas:
+        replica.start()
+    print(json.dumps([r.base_url for r in replicas]), flush=True)
+    sys.stdin.read()  # until the client closes our stdin
+    for replica in replicas:
+        replica.stop()
+    stats = [
+        {
+            "answered": dict(r.stats.answered),
+            "failed": r.stats.failed,
+            "refused": r.stats.refused,
+            "peak_concurrency": r.stats.peak_concurrency,
+        }
+        for r in replicas
+    ]
+    print(json.dumps(stats), flush=True)
+
+
+if __name__ == "__main__":
+    serve_replicas()
