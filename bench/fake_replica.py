@@ -45,6 +45,7 @@ class FakeReplica:
         failure_rate: float = 0.0,
         overflow: Overflow = "queue",
         seed: int = 0,
+        port: int = 0,
     ):
         self.capacity = capacity
         self.service_s = service_s
@@ -57,12 +58,14 @@ class FakeReplica:
         self._rng = random.Random(seed)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = port
+        self.dead = False
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the replica is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        if not self._port:
+            raise RuntimeError("the replica was never started")
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def start(self) -> FakeReplica:
         replica = self
@@ -77,6 +80,9 @@ class FakeReplica:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 status, payload = replica.handle(self.path, body)
+                if replica.dead:  # crashed while serving: the connection drops, no reply
+                    self.close_connection = True
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -84,7 +90,9 @@ class FakeReplica:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._port = server.server_address[1]
+        self.dead = False
         server.daemon_threads = True
         server.request_queue_size = 1024
         self._server = server
@@ -99,6 +107,15 @@ class FakeReplica:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def die(self) -> None:
+        """Crash: stop listening, and drop the requests being served without a reply."""
+        self.dead = True
+        self.stop()
+
+    def revive(self) -> FakeReplica:
+        """Come back on the same port (as a restarted server does)."""
+        return self.start()
 
     def handle(self, path: str, body: dict) -> tuple[int, dict]:
         """Serve one request: (status, JSON body)."""
@@ -124,6 +141,8 @@ class FakeReplica:
             time.sleep(self.service_s)
             with self._lock:
                 self._active -= 1
+                if self.dead:
+                    return 599, {}
                 self.stats.answered[prompt] += 1
         finally:
             self._slots.release()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -75,9 +76,10 @@ def run_once(count: int, args: argparse.Namespace, seed: int) -> dict:
             timeout_s=60.0,
         )
         teacher = make_teacher(config)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         completions = teacher.generate(requests)
         seconds = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
     answered: Counter[str] = Counter()
     for replica in stats:
         answered.update(replica["answered"])
@@ -91,6 +93,7 @@ def run_once(count: int, args: argparse.Namespace, seed: int) -> dict:
         "seconds": round(seconds, 3),
         "requests_per_s": round(total / seconds, 1),
         "ideal_requests_per_s": round(count * args.capacity / (args.service_ms / 1000), 1),
+        "client_cpu_ms_per_request": round(1000 * cpu_s / total, 2),
         "per_replica_answered": [sum(r["answered"].values()) for r in stats],
         "failed_attempts": sum(r["failed"] for r in stats),
         "retries": usage.get("retries", 0),
@@ -128,7 +131,12 @@ def main() -> int:
         "AIMD concurrency, failover), not vLLM.",
         file=sys.stderr,
     )
-    print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()}", file=sys.stderr)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"cpu capability: {torch.backends.cpu.get_cpu_capability()}; {os.cpu_count()} cores, load average "
+        f"{load} (the client needs about ideal req/s x its CPU ms per request of one core)",
+        file=sys.stderr,
+    )
     # Warm-up, not reported: the first run pays for imports and the client's first connections.
     run_once(1, argparse.Namespace(**{**vars(args), "waves": 2}), seed=999)
     results = [run_once(count, args, seed) for seed, count in enumerate(counts)]
@@ -138,15 +146,24 @@ def main() -> int:
     if args.json:
         print(json.dumps({"simulation": True, "args": vars(args), "results": results}, indent=2))
     else:
-        print(
-            f"{'replicas':>8} {'requests':>8} {'seconds':>8} {'req/s':>8} {'ideal':>8} {'efficiency':>10} "
-            f"{'500s':>5} {'exactly once':>12}"
+        header = (
+            "replicas",
+            "requests",
+            "seconds",
+            "req/s",
+            "ideal",
+            "efficiency",
+            "cpu ms/req",
+            "500s",
+            "once",
         )
+        print("{:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>5} {:>5}".format(*header))
         for row in results:
             print(
                 f"{row['replicas']:>8} {row['requests']:>8} {row['seconds']:>8.2f} {row['requests_per_s']:>8.1f} "
-                f"{row['ideal_requests_per_s']:>8.1f} {row['efficiency']:>10.3f} {row['failed_attempts']:>5} "
-                f"{'yes' if row['exactly_once'] else 'NO':>12}"
+                f"{row['ideal_requests_per_s']:>8.1f} {row['efficiency']:>10.3f} "
+                f"{row['client_cpu_ms_per_request']:>10.2f} {row['failed_attempts']:>5} "
+                f"{'yes' if row['exactly_once'] else 'NO':>5}"
             )
     last = results[-1]
     verdict = "meets" if last["efficiency"] >= TARGET_EFFICIENCY else "MISSES"

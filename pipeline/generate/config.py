@@ -159,6 +159,7 @@ FREE_KEYS: tuple[str, ...] = (
     "teacher.base_urls",
     "teacher.api_key_env",
     "teacher.concurrency",
+    "teacher.adaptive_concurrency",
     "teacher.max_retries",
     "teacher.timeout_s",
     "teacher.retry_base_s",

@@ -15,7 +15,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from pipeline.run.schemas import TeacherIdentity
 from pipeline.run.state import RunState
@@ -28,11 +37,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ReplicaUsage(_Strict):
+    """One replica of an HTTP teacher: attempts sent to it, how many failed, and its concurrency limit
+    (requests it may have open: adaptive, AIMD) at the end of the round."""
+
+    requests: NonNegativeInt
+    failures: NonNegativeInt
+    concurrency: NonNegativeInt = 0
+
+
 class TeacherUsage(_Strict):
     """The teacher's work and time: requests asked, answered from the cache, tokens, money, seconds.
 
     Tokens and cost cover only calls that reached the teacher; `seconds` is time spent in teacher
-    calls and `tokens_per_s` the completion tokens per such second.
+    calls and `tokens_per_s` the completion tokens per such second. `replicas` (HTTP teachers only):
+    per base URL.
     """
 
     requests: NonNegativeInt
@@ -43,6 +62,14 @@ class TeacherUsage(_Strict):
     seconds: NonNegativeFloat
     tokens_per_s: NonNegativeFloat
     retries: NonNegativeInt = 0
+    replicas: dict[str, ReplicaUsage] | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_http_teachers_have_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("replicas") is None:
+            data.pop("replicas", None)
+        return data
 
 
 class RoundRow(TeacherUsage):
@@ -79,6 +106,15 @@ class Totals(TeacherUsage):
             by_reason.update(row.rejected)
             by_stage.update(row.rejected_by_stage)
             labels.update(row.classification)
+        replicas: dict[str, ReplicaUsage] = {}
+        for row in rows:  # attempts and failures add up; the concurrency is the latest round's
+            for url, used in (row.replicas or {}).items():
+                before = replicas.get(url, ReplicaUsage(requests=0, failures=0))
+                replicas[url] = ReplicaUsage(
+                    requests=before.requests + used.requests,
+                    failures=before.failures + used.failures,
+                    concurrency=used.concurrency,
+                )
         return cls(
             requests=sum(r.requests for r in rows),
             cache_hits=sum(r.cache_hits for r in rows),
@@ -88,6 +124,7 @@ class Totals(TeacherUsage):
             seconds=seconds,
             tokens_per_s=round(completion / seconds, 1) if seconds > 0 else 0.0,
             retries=sum(r.retries for r in rows),
+            replicas=replicas or None,
             candidates=sum(r.candidates for r in rows),
             kept=sum(r.kept for r in rows),
             rejected_by_reason=dict(by_reason.most_common()),

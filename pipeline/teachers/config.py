@@ -57,7 +57,15 @@ class TeacherConfig(BaseModel):
     model: str = Field("bundled", description="a HF folder or hub name; 'bundled' = the embedded SmolLM2")
     base_urls: list[str] = Field(default_factory=list, description="openai backend: one or more .../v1 URLs")
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(64, ge=1)
+    concurrency: int = Field(
+        64, ge=1, description="openai backend: the most requests open at once on one replica (base URL)"
+    )
+    adaptive_concurrency: bool = Field(
+        True,
+        description="openai backend: each replica starts at a few requests at once and finds its own "
+        "limit up to `concurrency` (more while answers come back, fewer on 429/503/timeouts); "
+        "false starts every replica at `concurrency` (overloads still lower it)",
+    )
     max_retries: int = Field(6, ge=0)
     timeout_s: float = Field(600.0, gt=0.0)
     retry_base_s: float = Field(0.5, ge=0.0, description="first backoff delay; doubles per retry")
