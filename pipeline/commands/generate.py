@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pipeline.generate.rounds import RunOutcome
     from pipeline.run.rundir import RunState
     from pipeline.run.summary import RunSummary
+    from pipeline.teachers.usage import ReplicaCounts
 
 
 @click.command()
@@ -178,6 +179,12 @@ class RichReporter:
     def advance(self, count: int) -> None:
         if self.sub is not None:
             self.progress.advance(self.sub, count)
+
+    def replicas(self, counts: dict[str, ReplicaCounts]) -> None:
+        from pipeline.teachers.usage import describe_replicas
+
+        if self.sub is not None:
+            self.progress.update(self.sub, info=describe_replicas(counts))
 
     def round_done(self, row: dict[str, Any], state: RunState) -> None:
         from pipeline.generate.rounds import task_rejection_count

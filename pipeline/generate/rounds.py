@@ -68,6 +68,7 @@ from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Completion, Request, Teacher
+from pipeline.teachers.usage import ReplicaCounts
 
 CRASH_ENV = "SELFINSTRUCT_CRASH_AT"
 CRASH_EXIT_CODE = 137
@@ -109,6 +110,9 @@ class Reporter:
 
     def advance(self, count: int) -> None:
         """`count` more requests of the current step are done."""
+
+    def replicas(self, counts: dict[str, ReplicaCounts]) -> None:
+        """An HTTP teacher's replicas as they stand: requests, failures and concurrency limit of each."""
 
     def round_done(self, row: dict[str, Any], state: RunState) -> None:
         """A round was committed."""
@@ -165,6 +169,8 @@ class Generator:
             nonlocal done
             done += count
             self.reporter.advance(count)
+            if self.teacher.usage.replicas:
+                self.reporter.replicas(self.teacher.usage.replicas)
             if crash_midway and done >= half:
                 crash_point("mid_teacher", round_no)
 
