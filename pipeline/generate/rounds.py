@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import append_jsonl
+from pipeline.core.warncapture import PipelineWarning, capture_warnings
 from pipeline.core.yamlconfig import dump_config
 from pipeline.generate.classify import Label, classification_requests, parse_label
 from pipeline.generate.config import FREE_KEYS, Decoding, GenerateConfig
@@ -636,8 +636,7 @@ def run_generation(
             teacher = CachedTeacher(teacher, run.cache_dir)
         start_usage = teacher.usage.copy()
         index = RougeIndex(config.dedup)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with capture_warnings(PipelineWarning) as caught:
             index.add_many([s.instruction for s in seeds])
             index.add_many([t.instruction for t in committed])
             gen = Generator(

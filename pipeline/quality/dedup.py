@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.core.warncapture import PipelineWarning
 from pipeline.quality.rouge import Vocabulary, fmeasure, fmeasure_array, lcs_matrix, loses_all_words, tokenize
 
 # At most this many scores are held at once when describing kept candidates.
@@ -36,7 +37,7 @@ _TABLE_CELLS = 1 << 16
 _TABLES_TOTAL = 1 << 22
 
 
-class DedupDisabledWarning(UserWarning):
+class DedupDisabledWarning(PipelineWarning):
     """A text scores 0 against everything under the chosen tokenizer, so dedup cannot catch its copies."""
 
 

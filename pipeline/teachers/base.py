@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,12 +77,19 @@ class Completion(BaseModel):
     cached: bool = False
 
 
-Deliver = Callable[[list[tuple[int, Completion]]], None]
-"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once."""
+Deliver = Callable[[list[tuple[int, Completion]]], Awaitable[None] | None]
+"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once.
+
+To a backend that `awaits_delivery` it may return an awaitable: the delivery is done (the answers
+are stored, the caller has seen them) only once the backend has awaited it on its own loop.
+Otherwise it returns None when done, and may block meanwhile (the cache writes to disk)."""
 
 
 class Teacher(ABC):
     """A model that answers batches of requests. Use `generate`; subclasses implement `stream`."""
+
+    awaits_delivery: bool = False
+    """True for backends that run an event loop and await what `deliver` returns (never blocking in it)."""
 
     def __init__(self, identity: TeacherIdentity, usage: Usage | None = None):
         self._identity = identity

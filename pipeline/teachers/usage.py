@@ -2,16 +2,26 @@
 
 Token counts and cost cover only calls actually made (cache hits are free); `requests` counts every
 request asked for. `since` gives per-round figures from two snapshots of the same running total.
+`replicas` holds, per base URL of an HTTP teacher, the attempts sent there and how many failed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.teachers.base import Completion
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    requests: int = 0
+    failures: int = 0
+
+    def minus(self, earlier: ReplicaCounts) -> ReplicaCounts:
+        return ReplicaCounts(self.requests - earlier.requests, self.failures - earlier.failures)
 
 
 @dataclass
@@ -24,6 +34,7 @@ class Usage:
     retries: int = 0
     price_per_1k_prompt_tokens: float | None = None
     price_per_1k_completion_tokens: float | None = None
+    replicas: dict[str, ReplicaCounts] = field(default_factory=dict)
 
     def record(self, completion: Completion) -> None:
         self.requests += 1
@@ -53,7 +64,7 @@ class Usage:
         return round(prompt + completion, 6)
 
     def copy(self) -> Usage:
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, replicas=dict(self.replicas))
 
     def since(self, earlier: Usage) -> Usage:
         """The usage accumulated after `earlier` (a `copy()` taken before), at the same prices."""
@@ -66,11 +77,15 @@ class Usage:
             retries=self.retries - earlier.retries,
             price_per_1k_prompt_tokens=self.price_per_1k_prompt_tokens,
             price_per_1k_completion_tokens=self.price_per_1k_completion_tokens,
+            replicas={
+                url: counts.minus(earlier.replicas.get(url, ReplicaCounts()))
+                for url, counts in self.replicas.items()
+            },
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """The shape stored in summary.json (per round and in totals)."""
-        return {
+        """The shape stored in summary.json (per round and in totals); `replicas` only for HTTP teachers."""
+        out: dict[str, Any] = {
             "requests": self.requests,
             "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens,
@@ -80,6 +95,9 @@ class Usage:
             "tokens_per_s": round(self.tokens_per_s, 1),
             "retries": self.retries,
         }
+        if self.replicas:
+            out["replicas"] = {url: dataclasses.asdict(c) for url, c in self.replicas.items()}
+        return out
 
     def describe(self) -> str:
         """One short line for a live progress display."""
