@@ -506,7 +506,9 @@ def overview(run: RunData, seeds_path: Path, seed_count: int) -> dict[str, Any]:
         "run": run.run_dir.name,
         "run_dir": str(run.run_dir),
         "method": method,
-        "teacher": {k: teacher.get(k, "") for k in ("backend", "model", "fingerprint")},
+        "teacher": {
+            k: teacher.get(k, "") for k in ("backend", "model", "fingerprint", "dtype", "dtype_reason")
+        },
         "seeds_path": str(seeds_path),
         "seeds": seed_count,
         "rounds": len(summary.get("rounds") or []),

@@ -87,7 +87,6 @@ class RunDir:
         self.state_path = self.path / "state.json"
         self.summary_path = self.path / "summary.json"
         self.cache_dir = self.path / "cache"
-        self.export_dir = self.path / "export"
         self.lock_path = self.path / ".lock"
 
     @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """A content-addressed, crash-safe cache of teacher calls, kept in the run directory.
 
-The key hashes everything that decides an answer: backend, model identity (name and weights
-fingerprint), the prompt or messages, and every sampling parameter including the seed. Entries go
-to an append-only JSONL file with one fsynced write per finished batch step, so a kill loses at
+The key hashes everything that decides an answer: backend, model identity (name, weights
+fingerprint, and the dtype the engine computes in), the prompt or messages, and every sampling
+parameter including the seed. Entries go to an append-only JSONL file with one fsynced write per finished batch step, so a kill loses at
 most a torn last line, which readers skip and the next append cuts off.
 
 Identical requests (same key) inside one batch get successive stored answers: with sampling and no
@@ -29,9 +29,7 @@ KEY_VERSION = 1
 def cache_key(identity: TeacherIdentity, request: Request) -> str:
     payload = {
         "v": KEY_VERSION,
-        "backend": identity.backend,
-        "model": identity.model,
-        "fingerprint": identity.fingerprint,
+        **identity.key(),
         "prompt": request.prompt,
         "messages": request.messages,
         "params": request.params.model_dump(mode="json"),

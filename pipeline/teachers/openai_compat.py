@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,11 +143,10 @@ class OpenAITeacher(Teacher):
             replica = pool.pick()
             replica.in_flight += 1
             replica.sent += 1
-            started = time.perf_counter()
             try:
                 kwargs = request_kwargs(request, self.api_model, max_tokens)
                 response = await self._call(replica.client, kwargs, request.is_chat)
-                return self._completion(response, request, time.perf_counter() - started)
+                return self._completion(response, request)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -182,7 +180,7 @@ class OpenAITeacher(Teacher):
             return await client.chat.completions.create(**kwargs)
         return await client.completions.create(**kwargs)
 
-    def _completion(self, response: Any, request: Request, latency: float) -> Completion:
+    def _completion(self, response: Any, request: Request) -> Completion:
         choices = getattr(response, "choices", None)
         if isinstance(response, str) or not choices:
             raise BadResponse("the reply has no choices")
@@ -199,7 +197,6 @@ class OpenAITeacher(Teacher):
             finish_reasons=[c.finish_reason or "unknown" for c in ordered],
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            latency_s=latency,
             backend=BACKEND,
             model=self.identity.model,
         )
