@@ -215,16 +215,17 @@ def test_vllm_parses_our_flags_into_the_kwargs_the_in_process_engine_gets():
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    from pipeline.core.model import resolve_model
+
+    model = resolve_model("bundled")  # EngineArgs checks that the model exists
     for machine in (CPU_AVX2, CPU_BF16, GPU):
         options = EngineOptions(
             max_model_len=2048, kv_cache_memory_gib=1.0, enable_prefix_caching=False, seed=5
         )
-        kwargs = engine_kwargs(options, "/models/x", machine, enable_lora=True, max_lora_rank=16)
-        args = make_arg_parser(FlexibleArgumentParser()).parse_args(
-            ["--model", "/models/x", *engine_argv(kwargs)]
-        )
+        kwargs = engine_kwargs(options, model, machine, enable_lora=True, max_lora_rank=16)
+        args = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", model, *engine_argv(kwargs)])
         parsed = EngineArgs.from_cli_args(args)
-        direct = EngineArgs(model="/models/x", **kwargs)
+        direct = EngineArgs(model=model, **kwargs)
         for name in kwargs:
             assert getattr(parsed, name) == getattr(direct, name) == kwargs[name], name
 
