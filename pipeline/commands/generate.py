@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pipeline.generate.config import GenerateConfig
     from pipeline.generate.rounds import RunOutcome
     from pipeline.run.rundir import RunState
+    from pipeline.run.summary import RunSummary
 
 
 @click.command()
@@ -121,14 +122,17 @@ def generate(
         outcome = run_generation(
             config, run_dir, force=force, reporter=reporter, on_warning=reporter.warn, verbose=verbose
         )
+    summary = outcome.summary
+    if summary is None:  # run_generation always writes one; this only narrows the type
+        raise RuntimeError("run_generation returned without a summary")
     if not quiet:
-        print_summary(outcome, run_dir)
+        print_summary(summary, outcome, run_dir)
     if as_json:
-        click.echo(json.dumps(outcome.summary, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
     if outcome.stopped == NO_PROGRESS_STOP:
         raise UserError(
             f"stopped: {config.max_rounds_without_progress} rounds in a row kept no task "
-            f"({outcome.summary['kept_total']} of {config.until} kept); see rejected.jsonl for why, "
+            f"({summary.kept_total} of {config.until} kept); see rejected.jsonl for why, "
             "then rerun to continue (a stronger teacher or a chat prompt style may help)"
         )
 
@@ -208,25 +212,22 @@ class RichReporter:
         console.print(f"[yellow]warning:[/yellow] {text}")
 
 
-def print_summary(outcome: RunOutcome, run_dir: str) -> None:
+def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: str) -> None:
     """A short table of the whole run (all rounds so far), on stderr."""
-    summary = outcome.summary
-    totals = summary["totals"]
+    totals = summary.totals
     table = Table(title=f"run {run_dir}", show_header=False)
-    table.add_row("method", summary["method"])
-    teacher = summary.get("teacher") or {}
-    table.add_row("teacher", f"{teacher.get('backend', '?')}: {teacher.get('model', '?')}")
-    table.add_row("rounds", f"{len(summary['rounds'])} ({outcome.rounds_run} this time)")
-    table.add_row("requests", f"{totals['requests']} ({totals['cache_hits']} from cache)")
-    table.add_row(
-        "tokens", f"{totals['prompt_tokens']:,} prompt + {totals['completion_tokens']:,} completion"
-    )
-    table.add_row("tokens/s", f"{totals['tokens_per_s']:,.0f}")
-    if totals.get("cost") is not None:
-        table.add_row("cost", f"${totals['cost']:.4f}")
-    table.add_row("candidates", str(totals["candidates"]))
-    table.add_row("kept", str(summary["kept_total"]))
-    top = list(totals["rejected_by_reason"].items())[:5]
+    table.add_row("method", summary.method)
+    teacher = summary.teacher
+    table.add_row("teacher", f"{teacher.backend}: {teacher.model}" if teacher else "?")
+    table.add_row("rounds", f"{len(summary.rounds)} ({outcome.rounds_run} this time)")
+    table.add_row("requests", f"{totals.requests} ({totals.cache_hits} from cache)")
+    table.add_row("tokens", f"{totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion")
+    table.add_row("tokens/s", f"{totals.tokens_per_s:,.0f}")
+    if totals.cost is not None:
+        table.add_row("cost", f"${totals.cost:.4f}")
+    table.add_row("candidates", str(totals.candidates))
+    table.add_row("kept", str(summary.kept_total))
+    top = list(totals.rejected_by_reason.items())[:5]
     table.add_row("top rejections", ", ".join(f"{r} {n}" for r, n in top) or "-")
     if outcome.resumed_round is not None:
         table.add_row("resumed", f"round {outcome.resumed_round} redone from the cache")

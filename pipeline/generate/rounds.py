@@ -58,7 +58,6 @@ from pipeline.run.rundir import (
     TASK_STAGES,
     RunDir,
     RunState,
-    build_summary,
     config_differences,
     file_digest,
     fingerprint_differences,
@@ -66,7 +65,8 @@ from pipeline.run.rundir import (
     rng_to_json,
 )
 from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
-from pipeline.run.seeds import default_seeds_path, load_seeds
+from pipeline.run.seeds import load_seeds, resolve_seeds_path
+from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Completion, Request, Teacher
 from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
 
@@ -495,19 +495,15 @@ class Generator:
 # -- the run ---------------------------------------------------------------------------------------
 @dataclass
 class RunOutcome:
-    summary: dict[str, Any]
+    summary: RunSummary | None
     rounds_run: int
     stopped: str | None = None  # NO_PROGRESS_STOP when --until gave up
     resumed_round: int | None = None  # a round that had been appended but not committed, redone
     usage: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_seeds_path(config: GenerateConfig) -> Path:
-    return Path(config.seeds) if config.seeds else default_seeds_path()
-
-
 def _load_seeds(config: GenerateConfig) -> tuple[Path, list[SeedTask]]:
-    path = resolve_seeds_path(config)
+    path = resolve_seeds_path(config.seeds)
     if not path.exists():
         raise UserError(f"seeds: no such file: {path}")
     seeds = load_seeds(path)
@@ -664,7 +660,7 @@ def run_generation(
                 rng_from_json(state.rng_state),
                 reporter,
             )
-            outcome = RunOutcome(summary={}, rounds_run=0)
+            outcome = RunOutcome(summary=None, rounds_run=0)
             if pending["tasks"] or pending["rejected"]:
                 outcome.resumed_round = state.rounds_done + 1
             reporter.start(state, config)
@@ -680,7 +676,7 @@ def run_generation(
                 if text not in seen:
                     seen.add(text)
                     on_warning(text)
-        summary = build_summary(
+        summary = RunSummary.from_state(
             state,
             method=config.method,
             seeds_path=str(seeds_path),
@@ -734,10 +730,10 @@ def _loop(
         gen.pool.extend(result.tasks)
         ran += 1
         run.write_summary(
-            build_summary(
+            RunSummary.from_state(
                 state,
                 method=config.method,
-                seeds_path=str(resolve_seeds_path(config)),
+                seeds_path=str(resolve_seeds_path(config.seeds)),
                 seeds_count=len(gen.seeds),
                 teacher=gen.teacher.identity,
             )
