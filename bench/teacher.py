@@ -86,8 +86,8 @@ def main() -> int:
     import torch
 
     from pipeline.teachers import CachedTeacher, EngineOptions, Request, SamplingParams, TeacherConfig
+    from pipeline.teachers.engine import has_cuda
     from pipeline.teachers.openai_compat import OpenAITeacher
-    from pipeline.teachers.runtime import has_cuda
     from pipeline.teachers.server import ServerOptions, VLLMServer, free_port
     from pipeline.teachers.vllm_local import VLLMTeacher, build_llm, to_vllm_params
 
@@ -100,13 +100,7 @@ def main() -> int:
     ]
     log = Path(tempfile.mkdtemp(prefix="bench-teacher-")) / "server.log"
     server = VLLMServer(
-        ServerOptions(
-            model=args.model,
-            port=free_port(),
-            max_model_len=engine.max_model_len,
-            gpu_memory_utilization=small.get("gpu_memory_utilization"),
-            kv_cache_memory_gib=small.get("kv_cache_memory_gib"),
-        ),
+        ServerOptions(model=args.model, port=free_port(), engine=engine),
         log,
     )
     cache_root = Path(tempfile.mkdtemp(prefix="bench-teacher-cache-", dir=args.cache_dir))
@@ -116,7 +110,7 @@ def main() -> int:
         print(f"server up in {time.perf_counter() - t0:.0f} s at {server.base_url}", file=sys.stderr)
     try:
         t0 = time.perf_counter()
-        llm = build_llm(args.model, **engine.llm_kwargs())
+        llm = build_llm(args.model, engine)
         print(f"engine loaded in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         config = TeacherConfig(backend="vllm", model=args.model, engine=engine, cache=False)
         ours = VLLMTeacher(config, llm=llm)

@@ -11,16 +11,19 @@ its cache, parsing, filters, dedup, rounds, run directory and CLI.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -126,17 +129,21 @@ PEOPLE = [
 ]
 
 
+def _long_instruction(rng: random.Random, noun: str) -> str:
+    return (
+        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {noun} near "
+        f"{rng.choice(NOUNS)} that {rng.choice(PEOPLE)} would {rng.choice(['enjoy', 'fear', 'study', 'build'])}"
+    )
+
+
 def _instruction(rng: random.Random) -> str:
     kind = rng.random()
     noun = rng.choice(NOUNS)
     if kind < 0.08:
         return f"Draw a picture of the {noun}."  # blacklisted word
-    if kind < 0.14:
+    if kind < 0.16:
         return f"Do {noun}."  # too short
-    return (
-        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {noun} near "
-        f"{rng.choice(NOUNS)} that {rng.choice(PEOPLE)} would {rng.choice(['enjoy', 'fear', 'study', 'build'])}"
-    )
+    return _long_instruction(rng, noun)
 
 
 def _instances(instruction: str, rng: random.Random, clf: bool) -> str:
@@ -155,16 +162,66 @@ def _instances(instruction: str, rng: random.Random, clf: bool) -> str:
     return "".join(parts)
 
 
+# The exact shapes of our prompts. The fake teacher reads a prompt only if it has one of them, and
+# answers anything else with HTTP 400, which fails the run: a prompt whose new task does not read like
+# the examples before it (say `Task:\n <instruction>` after examples written `Task: <instruction>`)
+# cannot slip through. Each few-shot block is `Task: <one line>` and its lines; blocks are separated by
+# one blank line; the new task is the last block.
+_TASK_LINE = r"Task: \S[^\n]*\S"
+_CLASSIFY = re.compile(
+    rf"(?s)[^\n].*?\n\n(?:{_TASK_LINE}\nIs it classification\? (?:Yes|No)\n\n)+"
+    rf"Task: (?P<task>\S[^\n]*\S){re.escape(CLASSIFY_SUFFIX)}"
+)
+_INSTANCES = re.compile(
+    rf"(?s)[^\n].*?\n\n(?P<examples>(?:{_TASK_LINE}\n(?:[^\n]+\n)+\n)+)Task: (?P<task>\S[^\n]*\S)\n"
+)
+_ALPACA = re.compile(
+    r"(?s)[^\n].*List of 20 tasks:\n\n"
+    r"(?P<items>(?:###\n\d+\. Instruction: \S[^\n]*\n\d+\. Input:\n\S.*?\n\d+\. Output:\n\S.*?\n)+)"
+    r"###\n(?P<open>\d+)\. Instruction:"
+)
+_INSTRUCTION_LIST = re.compile(r"(?s)[^\n].*?\S\n(?P<items>(?:\d+\. \S[^\n]*\n)+)(?P<open>\d+)\.")
+
+
+class MalformedPrompt(ValueError):
+    """A prompt not in the exact shape of any of ours."""
+
+
+def _numbered_in_order(numbers: list[int], open_number: int) -> None:
+    if numbers != list(range(1, len(numbers) + 1)) or open_number != len(numbers) + 1:
+        raise MalformedPrompt(f"items numbered {numbers}, then {open_number}")
+
+
+def read_prompt(text: str) -> tuple[str, str]:
+    """(kind, what the teacher is asked about) for a prompt in one of our exact shapes."""
+    if match := _CLASSIFY.fullmatch(text):
+        return "classify", match["task"]
+    if match := _INSTANCES.fullmatch(text):
+        kind = "instances_clf" if "\nClass label: " in match["examples"] else "instances_gen"
+        return kind, match["task"]
+    if match := _ALPACA.fullmatch(text):
+        numbers = [int(n) for n in re.findall(r"###\n(\d+)\. Instruction: ", match["items"])]
+        _numbered_in_order(numbers, int(match["open"]))
+        return "alpaca", match["open"]
+    if match := _INSTRUCTION_LIST.fullmatch(text):
+        numbers = [int(n) for n in re.findall(r"^(\d+)\. ", match["items"], re.MULTILINE)]
+        _numbered_in_order(numbers, int(match["open"]))
+        return "instructions", match["items"]
+    raise MalformedPrompt(f"not one of our prompt shapes; it ends {text[-80:]!r}")
+
+
 def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str]:
-    """A deterministic reply to one prompt, shaped like a model's."""
+    """A deterministic reply to one prompt, shaped like a model's (raises MalformedPrompt)."""
+    kind, about = read_prompt(text)
     rng = random.Random(f"{seed}|{text}")
     if mode == "garbage":
         return rng.choice(["", "???", "lorem ipsum dolor", "\n\n"]), "stop"
-    if text.endswith(CLASSIFY_SUFFIX):
-        task = text[: -len(CLASSIFY_SUFFIX)].rsplit("Task:", 1)[1]
-        return (" Yes" if "Classify" in task or "Rank" in task else " No"), "stop"
-    if "List of 20 tasks" in text:
-        start = int(text.rsplit("###\n", 1)[1].split(".", 1)[0])
+    if kind == "classify":
+        return (" Yes" if "Classify" in about or "Rank" in about else " No"), "stop"
+    if kind in ("instances_clf", "instances_gen"):
+        return _instances(about, rng, clf=kind == "instances_clf"), "stop"
+    if kind == "alpaca":
+        start = int(about)
         items = []
         for k in range(rng.randint(1, 4)):
             number = start + k
@@ -178,20 +235,23 @@ def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str
         if rng.random() < 0.2:
             return reply + f"###\n{start + len(items)}. Instruction: Write", "length"
         return reply, "stop"
-    if text.endswith("\n") and "Task:" in text:
-        task = text.rsplit("Task:", 1)[1].strip()
-        return _instances(task, rng, clf="Class label:" in text), "stop"
-    # An instruction list: the prompt ends with the open number.
-    number = int(text.rstrip().rsplit("\n", 1)[1].rstrip("."))
-    shown = [line.split(". ", 1)[1] for line in text.split("\n") if line[:1].isdigit() and ". " in line]
-    items = []
-    for _ in range(rng.randint(1, 5)):
-        items.append(
-            rng.choice(shown) if rng.random() < 0.1 else _instruction(rng)
-        )  # a copy of a prompt task
+    # An instruction list: continue it from the open number.
+    shown = [line.split(". ", 1)[1] for line in about.splitlines()]
+    number = len(shown) + 1
+    if mode == "cut":
+        # Four whole tasks, and a fifth cut off mid-sentence by the length limit.
+        items = [_long_instruction(rng, rng.choice(NOUNS)) for _ in range(4)]
+        items.append(" ".join(_long_instruction(rng, rng.choice(NOUNS)).split()[:6]))
+        finish = "length"
+    else:
+        # Now and then a copy of a prompt task.
+        items = [
+            rng.choice(shown) if rng.random() < 0.1 else _instruction(rng) for _ in range(rng.randint(1, 5))
+        ]
+        finish = "length" if rng.random() < 0.15 else "stop"
     first = f"{number}. {items[0]}" if chat else f" {items[0]}"
     reply = first + "".join(f"\n{number + k}. {item}" for k, item in enumerate(items[1:], start=1))
-    return reply, ("length" if rng.random() < 0.15 else "stop")
+    return reply, finish
 
 
 class FakeTeacher(ThreadingHTTPServer):
@@ -235,7 +295,13 @@ class _Handler(BaseHTTPRequestHandler):
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self.server.lock:
             self.server.calls[(self.headers.get("Authorization", ""), digest)] += 1
-        reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
+        try:
+            reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
+        except MalformedPrompt as err:
+            self._send(
+                400, {"error": {"message": f"malformed prompt: {err}", "type": "invalid_request_error"}}
+            )
+            return
         usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if chat:
@@ -257,14 +323,22 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-@pytest.fixture()
-def teacher_server():
-    server = FakeTeacher()
+@contextlib.contextmanager
+def serve(mode: str = "good") -> Iterator[FakeTeacher]:
+    server = FakeTeacher(mode)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def teacher_server():
+    with serve() as server:
+        yield server
 
 
 SEED_TEXTS = [
@@ -400,6 +474,23 @@ def test_self_instruct_rounds(teacher_server, seeds_file, tmp_path, monkeypatch)
     assert summary["totals"]["rejected_by_reason"] == dict(reasons)
     labels = summary["totals"]["classification"]
     assert labels.get("yes", 0) > 0 and labels.get("no", 0) > 0
+
+
+def test_a_cut_reply_loses_only_its_last_instruction(seeds_file, tmp_path, monkeypatch):
+    """Every instruction-list reply stops on the length limit after four whole tasks and a cut fifth:
+    only the fifth is rejected as truncated; the four before it are judged like any other."""
+    monkeypatch.setenv("SI_FAKE_KEY", "k-cut")
+    with serve("cut") as server:
+        run_generation(make_config(server, seeds_file, rounds=1), tmp_path / "run")
+    result = check_run(tmp_path / "run", SEED_TEXTS)
+    rejections = RunDir(tmp_path / "run").read_rejections()
+    truncated = sorted(r.candidate["key"] for r in rejections if "truncated" in r.reasons)
+    assert truncated == [f"r0001-q{q:03d}-c04" for q in range(4)]  # batch_size 4: each reply's last item
+    assert all(r.stage == "instruction" for r in rejections if "truncated" in r.reasons)
+    assert result["state"].rounds[0]["candidates"] == 4 * 5
+    others = [r for r in rejections if r.stage in TASK_STAGES and "truncated" not in r.reasons]
+    assert result["state"].kept_total + len(others) == 4 * 4
+    assert result["state"].kept_total >= 8, "the whole items of a cut reply should mostly be kept"
 
 
 def test_rerun_grows_the_run_without_asking_again(teacher_server, seeds_file, tmp_path, monkeypatch):

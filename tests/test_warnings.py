@@ -62,7 +62,6 @@ class WarningTeacher(Teacher):
             finish_reasons=["stop"] * requests[0].params.n,
             prompt_tokens=10,
             completion_tokens=10,
-            latency_s=0.0,
             backend="vllm",
             model="warning-teacher",
         )

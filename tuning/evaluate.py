@@ -19,6 +19,8 @@ from pipeline.core.console import console
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import write_json_atomic
 from pipeline.core.model import resolve_model
+from pipeline.teachers.engine import Machine, choose_dtype
+from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, shutdown_engine
 from tuning.config import EvalConfig, default_tasks_path
 from tuning.contamination import EvalTask, load_eval_tasks
 from tuning.formats import render_prompt
@@ -48,15 +50,6 @@ def _generate(
     return [(o.outputs[0].text, o.outputs[0].finish_reason, len(o.outputs[0].token_ids)) for o in outputs]
 
 
-def _shutdown(llm: Any) -> None:
-    engine = llm.llm_engine
-    shutdown = getattr(engine, "shutdown", None) or getattr(
-        getattr(engine, "engine_core", None), "shutdown", None
-    )
-    if callable(shutdown):
-        shutdown()
-
-
 def generate_answers(
     base: str,
     adapter: Path | None,
@@ -64,23 +57,21 @@ def generate_answers(
     config: EvalConfig,
     lora_rank: int,
     quiet: bool,
+    log: EngineLog | None = None,
 ) -> dict[str, list[tuple[str, str, int]]]:
-    """{"base": [...], "student": [...]} of (text, finish_reason, tokens) from one vLLM engine."""
-    from vllm import SamplingParams
+    """{"base": [...], "student": [...]} of (text, finish_reason, tokens) from one vLLM engine.
 
+    vLLM's log lines go to `log` (default: a file in the cache), not to the terminal.
+    """
     from pipeline.teachers.vllm_local import build_llm
 
-    options: dict[str, Any] = {
-        "max_model_len": config.engine.max_model_len,
-        "dtype": config.engine.dtype,
-        "seed": config.engine.seed,
-    }
-    if config.engine.gpu_memory_utilization is not None:
-        options["gpu_memory_utilization"] = config.engine.gpu_memory_utilization
+    lora: dict[str, Any] = {}
     if adapter is not None:
-        options.update(enable_lora=True, max_lora_rank=max(8, lora_rank), max_loras=1)
-    llm = build_llm(base, **options)
+        lora = {"enable_lora": True, "max_lora_rank": max(8, lora_rank), "max_loras": 1}
+    llm = build_llm(base, config.engine, log=log, **lora)  # imports vLLM, its log lines to `log`
     try:
+        from vllm import SamplingParams
+
         params = SamplingParams(
             temperature=config.temperature, max_tokens=config.max_tokens, seed=config.engine.seed
         )
@@ -92,7 +83,7 @@ def generate_answers(
             results["student"] = _generate(llm, prompts, params, request, quiet)
         return results
     finally:
-        _shutdown(llm)
+        shutdown_engine(llm)
         del llm
         gc.collect()
 
@@ -201,7 +192,10 @@ def evaluate(
     if not quiet:
         who = "base model and student" if adapter_path is not None else "base model"
         console.print(f"answering {len(tasks)} tasks from {tasks_path} with the {who} ({fmt} format) ...")
-    answers = generate_answers(base, adapter_path, prompts, config, int(meta.get("lora_r", 8)), quiet)
+    log = EngineLog(Path(out) / ENGINE_LOG) if out is not None else None
+    answers = generate_answers(base, adapter_path, prompts, config, int(meta.get("lora_r", 8)), quiet, log)
+    machine = Machine.detect()
+    dtype = choose_dtype(config.engine.dtype, cuda=machine.cuda, cpu_flags=machine.cpu_flags)
 
     models: dict[str, Any] = {}
     per_task: list[dict[str, Any]] = [
@@ -231,6 +225,7 @@ def evaluate(
         "data": str(data) if data is not None else None,
         "heldout": {k: v for k, v in (losses or {}).items() if k not in ("base", "student")} or None,
         "settings": config.model_dump(mode="json"),
+        "engine": {"dtype": dtype.dtype, "dtype_reason": dtype.reason},
         "models": models,
         "seconds": round(time.perf_counter() - started, 1),
         "answers": per_task,

@@ -62,6 +62,11 @@ if TYPE_CHECKING:
 @click.option("--no-cache", is_flag=True, help="Do not use the teacher cache (a resume then pays again).")
 @click.option("--force", is_flag=True, help="Continue a run even though the configuration changed.")
 @click.option("--quiet", is_flag=True, help="No progress display and no summary table.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show vLLM's own log lines on the terminal too (they always go to RUN_DIR/logs/engine.log).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end.")
 def generate(
     config_path: str | None,
@@ -79,6 +84,7 @@ def generate(
     no_cache: bool,
     force: bool,
     quiet: bool,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Generate instruction data from seed tasks with a teacher model (Self-Instruct or Alpaca recipe).
@@ -114,7 +120,9 @@ def generate(
 
     reporter = RichReporter(config, quiet=quiet)
     with reporter:
-        outcome = run_generation(config, run_dir, force=force, reporter=reporter, on_warning=reporter.warn)
+        outcome = run_generation(
+            config, run_dir, force=force, reporter=reporter, on_warning=reporter.warn, verbose=verbose
+        )
     summary = outcome.summary
     if summary is None:  # run_generation always writes one; this only narrows the type
         raise RuntimeError("run_generation returned without a summary")

@@ -19,8 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.quality.dedup import DedupConfig
-from pipeline.quality.filters import FilterConfig
+from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
 

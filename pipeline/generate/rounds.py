@@ -64,10 +64,11 @@ from pipeline.run.rundir import (
     rng_from_json,
     rng_to_json,
 )
-from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask
+from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Completion, Request, Teacher
+from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
 from pipeline.teachers.usage import ReplicaCounts
 
 CRASH_ENV = "SELFINSTRUCT_CRASH_AT"
@@ -571,9 +572,10 @@ def _reconcile_pending(
 
 
 def prepare_run(
-    config: GenerateConfig, run: RunDir, *, force: bool = False
+    config: GenerateConfig, run: RunDir, *, force: bool = False, teacher: TeacherIdentity | None = None
 ) -> tuple[RunState, Path, list[SeedTask], Templates, list[MachineTask], dict[str, dict[str, str]]]:
-    """Check the run directory against the config and load what a resumed run continues from."""
+    """Check the run directory against the config (and the teacher that will answer, whose dtype
+    the config alone does not fix) and load what a resumed run continues from."""
     seeds_path, seeds = _load_seeds(config)
     templates = load_templates(config.templates)
     fingerprints = {"seeds": file_digest(seeds_path), "templates": templates.digests()}
@@ -584,6 +586,8 @@ def prepare_run(
         diffs = config_differences(stored, new_config, FREE_KEYS)
         if state is not None and state.fingerprints:
             diffs += fingerprint_differences(state.fingerprints, fingerprints)
+        if state is not None and state.teacher is not None and teacher is not None:
+            diffs += [d for d in state.teacher.differences(teacher) if d not in diffs]
         if diffs and not force:
             shown = "\n  ".join(diffs)
             raise UserError(
@@ -621,21 +625,27 @@ def run_generation(
     teacher: Teacher | None = None,
     reporter: Reporter | None = None,
     on_warning: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> RunOutcome:
     """Run `config.rounds` more rounds (or until `config.until` kept tasks) in `run_dir`, committing each.
 
     With `teacher` given (an engine shared by tests), it is wrapped with the run's cache when
     `config.teacher.cache` and left open; otherwise the configured teacher is built and closed here.
+    vLLM's own log lines go to `logs/engine.log` in the run, and also to the terminal when `verbose`.
     """
     run = RunDir(run_dir)
     reporter = reporter or Reporter()
     with run.locked():
-        state, seeds_path, seeds, templates, committed, pending = prepare_run(config, run, force=force)
+        identity = teacher.identity if teacher is not None else teacher_identity(config.teacher)
+        state, seeds_path, seeds, templates, committed, pending = prepare_run(
+            config, run, force=force, teacher=identity
+        )
         own_teacher = teacher is None
         if teacher is None:
             from pipeline.teachers import make_teacher
 
-            teacher = make_teacher(config.teacher, cache_dir=run.cache_dir)
+            log = EngineLog(run.path / ENGINE_LOG, verbose=verbose)
+            teacher = make_teacher(config.teacher, cache_dir=run.cache_dir, log=log)
         elif config.teacher.cache:
             from pipeline.teachers.cache import CachedTeacher
 

@@ -65,13 +65,12 @@ class Request(BaseModel):
 
 
 class Completion(BaseModel):
-    """What came back for one request: `n` texts with their finish reasons, token counts and timing."""
+    """What came back for one request: `n` texts with their finish reasons and token counts."""
 
     texts: list[str]
     finish_reasons: list[str]
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float
     backend: str
     model: str
     cached: bool = False
@@ -141,9 +140,3 @@ class Teacher(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most teachers hold nothing to release
         """Release the engine or connections; the teacher is unusable afterwards."""
-
-    def __enter__(self) -> Teacher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

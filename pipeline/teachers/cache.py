@@ -1,9 +1,9 @@
 """A content-addressed, crash-safe cache of teacher calls, kept in the run directory.
 
-The key hashes everything that decides an answer: backend, model identity (name and weights
-fingerprint), the prompt or messages, and every sampling parameter including the seed. Entries go
-to an append-only JSONL file as whole lines, so a kill leaves at most a torn last line, which readers
-skip and the next append cuts off.
+The key hashes everything that decides an answer: backend, model identity (name, weights
+fingerprint, and the dtype the engine computes in), the prompt or messages, and every sampling
+parameter including the seed. Entries go to an append-only JSONL file as whole lines, so a kill
+leaves at most a torn last line, which readers skip and the next append cuts off.
 
 An answer is on disk before it is delivered, so whatever a caller has seen (progress included)
 survives a kill. During a batch one writer thread does the appending, one write and one fsync for
@@ -41,9 +41,7 @@ KEY_VERSION = 1
 def cache_key(identity: TeacherIdentity, request: Request) -> str:
     payload = {
         "v": KEY_VERSION,
-        "backend": identity.backend,
-        "model": identity.model,
-        "fingerprint": identity.fingerprint,
+        **identity.key(),
         "prompt": request.prompt,
         "messages": request.messages,
         "params": request.params.model_dump(mode="json"),

@@ -253,11 +253,10 @@ class OpenAITeacher(Teacher):
     ) -> Completion | Failure:
         """One call on one replica, the router told how it went; a failure is returned, not raised."""
         epoch = self.router.sent(replica)
-        started = time.perf_counter()
         try:
             kwargs = request_kwargs(request, self.api_model, max_tokens)
             response = await self._call(client, kwargs, request.is_chat)
-            completion = self._completion(response, request, time.perf_counter() - started)
+            completion = self._completion(response, request)
         except asyncio.CancelledError:
             self.router.abandoned(replica)
             self._ended()
@@ -283,7 +282,7 @@ class OpenAITeacher(Teacher):
             return await client.chat.completions.create(**kwargs)
         return await client.completions.create(**kwargs)
 
-    def _completion(self, response: Any, request: Request, latency: float) -> Completion:
+    def _completion(self, response: Any, request: Request) -> Completion:
         choices = getattr(response, "choices", None)
         if isinstance(response, str) or not choices:
             raise BadResponse("the reply has no choices")
@@ -300,7 +299,6 @@ class OpenAITeacher(Teacher):
             finish_reasons=[c.finish_reason or "unknown" for c in ordered],
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            latency_s=latency,
             backend=BACKEND,
             model=self.identity.model,
         )

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pipeline.teachers.base import Completion
+
+class Answered(Protocol):
+    """What accounting needs of a completion (`pipeline.teachers.base.Completion` has it)."""
+
+    cached: bool
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Usage:
     price_per_1k_completion_tokens: float | None = None
     replicas: dict[str, ReplicaCounts] = field(default_factory=dict)
 
-    def record(self, completion: Completion) -> None:
+    def record(self, completion: Answered) -> None:
         self.requests += 1
         if completion.cached:
             self.cache_hits += 1
@@ -115,17 +120,3 @@ class Usage:
         if self.replicas:
             out["replicas"] = {url: dataclasses.asdict(c) for url, c in self.replicas.items()}
         return out
-
-    def describe(self) -> str:
-        """One short line for a live progress display."""
-        parts = [
-            f"{self.requests} req",
-            f"{self.cache_hits} cached",
-            f"{self.prompt_tokens + self.completion_tokens:,} tok",
-            f"{self.tokens_per_s:,.0f} tok/s",
-        ]
-        if self.retries:
-            parts.append(f"{self.retries} retries")
-        if self.cost is not None:
-            parts.append(f"${self.cost:.4f}")
-        return " · ".join(parts)

@@ -8,15 +8,15 @@ only to hand each finished request to the cache the moment it exists instead of 
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.model import resolve_model
 from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
-from pipeline.teachers.config import TeacherConfig
+from pipeline.teachers.config import EngineOptions, TeacherConfig
+from pipeline.teachers.engine import Machine, engine_kwargs
 from pipeline.teachers.reaper import guard_descendants
-from pipeline.teachers.runtime import cpu_safe_options, local_identity, prepare_env
+from pipeline.teachers.runtime import EngineLog, engine_env, scoped_environ, shutdown_engine, teacher_identity
 from pipeline.teachers.usage import Usage
 
 if TYPE_CHECKING:
@@ -25,24 +25,46 @@ if TYPE_CHECKING:
 BACKEND = "vllm"
 
 
-def build_llm(model: str, **engine_options: Any) -> vllm.LLM:
-    """A `vllm.LLM` for `model` ("bundled", a folder or a hub name) with the CPU-safe set-up applied.
+def build_llm(
+    model: str,
+    options: EngineOptions | None = None,
+    *,
+    log: EngineLog | None = None,
+    machine: Machine | None = None,
+    **extra: Any,
+) -> vllm.LLM:
+    """A `vllm.LLM` for `model` ("bundled", a folder or a hub name) with the machine's rules applied.
 
-    Extra keyword arguments go to `vllm.LLM` unchanged (e.g. `enable_lora=True, max_lora_rank=16`).
+    `extra` are further vLLM engine arguments (e.g. `enable_lora=True, max_lora_rank=16`). vLLM's
+    log lines go to `log` (by default a file in the cache); if the engine fails to start, the error
+    carries the log's last lines.
     """
     path = resolve_model(model)
-    prepare_env(path)
-    if int(engine_options.get("data_parallel_size", 1)) > 1:
+    options = options or EngineOptions()
+    if options.data_parallel_size > 1:
         raise UserError(
             "data_parallel_size > 1 is not supported by the in-process vllm backend; start several "
             "servers (`selfinstruct serve`, or one with --data-parallel-size) and use the openai backend "
             "with their base_urls"
         )
-    engine_options.pop("data_parallel_size", None)
-    options = cpu_safe_options({"enable_prefix_caching": True, **engine_options}, path)
-    from vllm import LLM
+    machine = machine or Machine.detect()
+    log = log or EngineLog.default()
+    kwargs = engine_kwargs(options, path, machine, **extra)
+    with scoped_environ(engine_env(path, machine)), log.capturing() as log_config:
+        from vllm import LLM
+        from vllm.config.logging import LoggingConfig
 
-    llm = LLM(model=path, **options)
+        try:
+            llm = LLM(
+                model=path,
+                logging_config=LoggingConfig(log_level="INFO", pylogging_config_file=str(log_config)),
+                **kwargs,
+            )
+        except Exception as exc:
+            raise UserError(
+                f"the vLLM engine for {model} did not start ({type(exc).__name__}: {exc}); "
+                f"last lines of {log.path}:\n{log.tail()}"
+            ) from exc
     # The engine runs in child processes that outlive a SIGKILL of this one; a watchdog ends them.
     guard_descendants()
     return llm
@@ -69,19 +91,28 @@ def to_vllm_params(params: SamplingParams) -> Any:
 class VLLMTeacher(Teacher):
     """In-process vLLM. The engine loads on first use, so a run answered wholly from cache never loads it."""
 
-    def __init__(self, config: TeacherConfig, llm: vllm.LLM | None = None):
+    def __init__(
+        self,
+        config: TeacherConfig,
+        llm: vllm.LLM | None = None,
+        *,
+        log: EngineLog | None = None,
+        machine: Machine | None = None,
+    ):
         usage = Usage(
             price_per_1k_prompt_tokens=config.price_per_1k_prompt_tokens,
             price_per_1k_completion_tokens=config.price_per_1k_completion_tokens,
         )
-        super().__init__(local_identity(BACKEND, config.model), usage)
+        self.machine = machine or Machine.detect()
+        super().__init__(teacher_identity(config, self.machine), usage)
         self.config = config
+        self.log = log
         self._llm = llm
 
     @property
     def llm(self) -> vllm.LLM:
         if self._llm is None:
-            self._llm = build_llm(self.config.model, **self.config.engine.llm_kwargs())
+            self._llm = build_llm(self.config.model, self.config.engine, log=self.log, machine=self.machine)
         return self._llm
 
     def stream(self, requests: list[Request], deliver: Deliver) -> None:
@@ -93,7 +124,6 @@ class VLLMTeacher(Teacher):
         internal_of: dict[str, str] = {}  # external -> vLLM's internal id (external plus a random suffix)
         text_idx = [i for i, r in enumerate(requests) if not r.is_chat]
         chat_idx = [i for i, r in enumerate(requests) if r.is_chat]
-        started = time.perf_counter()
         try:
             try:
                 if text_idx:
@@ -116,12 +146,9 @@ class VLLMTeacher(Teacher):
             while engine.has_unfinished_requests():
                 finished = [out for out in engine.step() if out.finished and out.request_id in index_of]
                 if finished:
-                    elapsed = time.perf_counter() - started
                     for out in finished:
                         internal_of.pop(out.request_id, None)
-                    deliver(
-                        [(index_of.pop(out.request_id), self._completion(out, elapsed)) for out in finished]
-                    )
+                    deliver([(index_of.pop(out.request_id), self._completion(out)) for out in finished])
         finally:
             if internal_of:
                 # Interrupted: drop what is still queued so the next batch starts clean.
@@ -135,24 +162,18 @@ class VLLMTeacher(Teacher):
             index_of[external] = index
             internal_of[external] = internal
 
-    def _completion(self, output: Any, elapsed: float) -> Completion:
+    def _completion(self, output: Any) -> Completion:
         choices = sorted(output.outputs, key=lambda c: c.index)
         return Completion(
             texts=[c.text for c in choices],
             finish_reasons=[c.finish_reason or "unknown" for c in choices],
             prompt_tokens=len(output.prompt_token_ids or ()),
             completion_tokens=sum(len(c.token_ids) for c in choices),
-            latency_s=elapsed,
             backend=BACKEND,
             model=self.identity.model,
         )
 
     def close(self) -> None:
         if self._llm is not None:
-            engine = self._llm.llm_engine
-            shutdown = getattr(engine, "shutdown", None) or getattr(
-                getattr(engine, "engine_core", None), "shutdown", None
-            )
-            if callable(shutdown):
-                shutdown()
+            shutdown_engine(self._llm)
             self._llm = None
