@@ -34,9 +34,17 @@ class EngineOptions(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="share of device memory for the engine (capped at 0.5 on CPU)"
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (each layer split)")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="stages one engine spans (its layers split); with ray, across nodes"
+    )
     data_parallel_size: int = Field(
         1, ge=1, description="engine replicas in one server; the in-process teacher needs 1"
+    )
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None,
+        description="how an engine's workers run: mp (processes on this node) or ray (a Ray cluster, "
+        "for a model larger than one node); default: vLLM's choice",
     )
     enforce_eager: bool = Field(False, description="no CUDA graphs / compilation (always on on CPU)")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
