@@ -85,6 +85,7 @@ test: $(STAMP) browser lint
 bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/teacher.py
+	$(BIN)/python bench/replicas.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Scaling of our openai teacher client over 1, 2, 4 and 8 replicas (a SIMULATED cluster).
 
-Each replica is a fake OpenAI-compatible server on 127.0.0.1 (bench/fake_replica.py, all of them in
-one child process) with a fixed
+Each replica is a fake OpenAI-compatible server on 127.0.0.1 (bench/fake_replica.py, each in its own
+child process) with a fixed
 capacity: `--capacity` requests at once, `--service-ms` each, queueing beyond that (as a vLLM server
 with a full batch does), and a small random share of HTTP 500 failures. Our `OpenAITeacher` (the
 real client: routing, AIMD concurrency, failover, retries) sends `--waves` x capacity requests per
@@ -35,25 +35,30 @@ TARGET_EFFICIENCY = 0.9
 
 
 @contextmanager
-def replica_host(count: int, args: argparse.Namespace, seed: int) -> Iterator[tuple[list[str], list[dict]]]:
-    """`count` fake replicas in a child process (its own interpreter: the servers do not compete with
-    our client for one GIL); yields their URLs and, after the block, fills in what each one answered."""
-    command = [sys.executable, str(Path(__file__).with_name("fake_replica.py")), "--count", str(count)]
-    command += ["--capacity", str(args.capacity), "--service-ms", str(args.service_ms)]
-    command += ["--failure-rate", str(args.failure_rate), "--seed", str(seed)]
-    host = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def replica_hosts(count: int, args: argparse.Namespace, seed: int) -> Iterator[tuple[list[str], list[dict]]]:
+    """`count` fake replicas, each in its own child process (as separate servers are: no replica and not
+    our client shares an interpreter lock with another); yields their URLs and, after the block, fills
+    in what each one answered."""
+    hosts = []
     stats: list[dict] = []
     try:
-        assert host.stdout is not None and host.stdin is not None
-        urls = json.loads(host.stdout.readline())
+        for i in range(count):
+            command = [sys.executable, str(Path(__file__).with_name("fake_replica.py")), "--count", "1"]
+            command += ["--capacity", str(args.capacity), "--service-ms", str(args.service_ms)]
+            command += ["--failure-rate", str(args.failure_rate), "--seed", str(seed * 100 + i)]
+            hosts.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        urls = [json.loads(host.stdout.readline())[0] for host in hosts]
         yield urls, stats
-        host.stdin.close()
-        stats.extend(json.loads(host.stdout.readline()))
-        host.wait(timeout=30)
+        for host in hosts:
+            host.stdin.close()
+        for host in hosts:
+            stats.extend(json.loads(host.stdout.readline()))
+            host.wait(timeout=30)
     finally:
-        if host.poll() is None:
-            host.kill()
-            host.wait()
+        for host in hosts:
+            if host.poll() is None:
+                host.kill()
+                host.wait()
 
 
 def run_once(count: int, args: argparse.Namespace, seed: int) -> dict:
@@ -65,7 +70,7 @@ def run_once(count: int, args: argparse.Namespace, seed: int) -> dict:
     requests = [
         Request(prompt=p, params=SamplingParams(max_tokens=16, seed=i)) for i, p in enumerate(prompts)
     ]
-    with replica_host(count, args, seed) as (urls, stats):
+    with replica_hosts(count, args, seed) as (urls, stats):
         config = TeacherConfig(
             backend="openai",
             model="fake-teacher",

@@ -251,3 +251,14 @@ def test_a_retry_waits_for_a_full_healthy_replica_rather_than_return_to_a_dead_o
     assert pool.route(2.0, avoid="dead").replica is None
     pool.answered(live)
     assert pool.route(2.0, avoid="dead").replica is live
+
+
+def test_free_slots_count_what_could_be_sent_now():
+    pool = limited("a", "b", maximum=2, adaptive=False)
+    a, b = pool.replicas
+    assert pool.free_slots(0.0) == 4
+    for _ in range(3):
+        pool.sent(pool.route(0.0).replica)
+    assert pool.free_slots(0.0) == 1
+    pool.failed(b if b.in_flight == 1 else a, now=0.0)  # the replica with one open: benched, no slots
+    assert pool.free_slots(0.5) == 0

@@ -15,6 +15,7 @@ the run stops with a `TeacherError`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -114,7 +115,7 @@ class OpenAITeacher(Teacher):
         )
         self.usage.replicas = self.router.counts()
         self._rng = rng or random.Random()
-        self._slot_freed: asyncio.Event | None = None
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
 
     def stream(self, requests: list[Request], deliver: Deliver) -> None:
@@ -146,7 +147,7 @@ class OpenAITeacher(Teacher):
         }
         # Every replica at its maximum: the most requests that can be open (the limits do the rest).
         gate = asyncio.Semaphore(per_replica * len(self.router.replicas))
-        self._slot_freed = asyncio.Event()
+        self._waiting.clear()
         stop = asyncio.Event()
         errors: list[Exception] = []
 
@@ -234,19 +235,29 @@ class OpenAITeacher(Teacher):
     async def _wait_for_slot(self, stop: asyncio.Event) -> None:
         """Until a request ends somewhere (a slot frees, or a replica's verdict changes the route).
 
-        The event loop is one thread and nothing awaits between the router's answer and the wait,
-        so no ending can slip in between; the timeout only bounds how long a stop goes unnoticed.
+        Waiters queue in order and each ending wakes one (waking all of them for every answer would
+        cost work in proportion to the queue for each answer). The event loop is one thread and nothing
+        awaits between the router's answer and joining the queue, so no ending slips in between; the
+        timeout bounds how long a stop, a bench ending or a wake-up that went to a waiter who could not
+        use it goes unnoticed.
         """
-        assert self._slot_freed is not None
-        self._slot_freed.clear()
-        if not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_freed.wait(), SLOT_WAIT_S)
+        if stop.is_set():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, SLOT_WAIT_S)
 
     def _ended(self) -> None:
+        """A request ended: update the live counts and wake as many waiters as there are free slots
+        now (one at least: a verdict may have changed the route), longest waiting first."""
         self.usage.replicas = self.router.counts()
-        if self._slot_freed is not None:
-            self._slot_freed.set()
+        wake = max(1, self.router.free_slots(time.monotonic()))
+        while self._waiting and wake:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                wake -= 1
 
     async def _attempt(
         self, request: Request, replica: ReplicaState, client: Any, max_tokens: int

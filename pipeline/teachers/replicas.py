@@ -122,6 +122,14 @@ class ReplicaRouter:
         )
         return Route(chosen, max(0.0, chosen.benched_until - now))
 
+    def free_slots(self, now: float) -> int:
+        """Requests that could be sent right now (a replica without a limit counts as one)."""
+        total = 0
+        for r in self.replicas:
+            if r.accepts(now):
+                total += r.limit.current - r.in_flight if r.limit is not None else 1
+        return total
+
     def sent(self, replica: ReplicaState) -> int:
         """A request goes to `replica`; returns the epoch of its limit, to hand back on overload."""
         replica.in_flight += 1
