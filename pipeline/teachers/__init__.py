@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.teachers.base import Completion, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import Completion, Request, RequestQueue, SamplingParams, Teacher, TeacherError
 from pipeline.teachers.cache import CachedTeacher
 from pipeline.teachers.config import EngineOptions, TeacherConfig
 from pipeline.teachers.usage import Usage
@@ -18,6 +18,7 @@ __all__ = [
     "Completion",
     "EngineOptions",
     "Request",
+    "RequestQueue",
     "SamplingParams",
     "Teacher",
     "TeacherConfig",

@@ -5,6 +5,7 @@ base URLs by least in-flight load. The client's own retries are off (`max_retrie
 policy, ours (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and
 shrinking `max_tokens` on a context-length refusal. When a request still fails, the run stops with a
 `TeacherError`; every completion finished before that was already delivered (and so cached).
+Requests added to the queue while it runs are launched as soon as the delivery that added them returns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import (
+    Completion,
+    Deliver,
+    Request,
+    RequestQueue,
+    SamplingParams,
+    Teacher,
+    TeacherError,
+)
 from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.retry import BadResponse, classify, retry_wait, shrink_max_tokens
 from pipeline.teachers.runtime import local_identity, served_name
@@ -99,10 +108,10 @@ class OpenAITeacher(Teacher):
         self.sent_per_url: dict[str, int] = dict.fromkeys(config.base_urls, 0)
         self._rng = rng or random.Random()
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
-        asyncio.run(self._stream(requests, deliver))
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
+        asyncio.run(self._stream(queue, deliver))
 
-    async def _stream(self, requests: list[Request], deliver: Deliver) -> None:
+    async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         import openai
 
         pool = ReplicaPool(
@@ -117,22 +126,30 @@ class OpenAITeacher(Teacher):
             ]
         )
         gate = asyncio.Semaphore(self.config.concurrency)
+        running: set[asyncio.Task] = set()
+
+        def launch() -> None:
+            for index, request in queue.take():
+                running.add(asyncio.create_task(one(index, request)))
 
         async def one(index: int, request: Request) -> None:
             async with gate:
                 completion = await self._answer(request, pool)
             deliver([(index, completion)])
+            launch()  # what `deliver` added starts at once
 
-        tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        launch()
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(done)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
         finally:
-            for task in tasks:
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
             for replica in pool.replicas:
                 self.sent_per_url[replica.base_url] += replica.sent
                 await replica.client.close()
