@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
+from types import SimpleNamespace
 
 from pipeline.core.lines import LinePrinter, duration
 from pipeline.generate.config import GenerateConfig
@@ -78,3 +80,31 @@ def test_the_heartbeat_prints_while_nothing_else_happens():
     finally:
         printer.stop_heartbeat()
     assert set(out.getvalue().splitlines()) == {"still working"}
+
+
+def test_training_prints_plain_lines_when_stdout_is_not_a_terminal(monkeypatch):
+    from tuning.progress import RichProgressCallback
+
+    out = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stdout", out)
+    callback = RichProgressCallback(interval_s=0)
+    state = SimpleNamespace(global_step=0, max_steps=4, num_input_tokens_seen=0)
+    callback.on_train_begin(None, state, None)
+    for step in range(1, 5):
+        state.global_step, state.num_input_tokens_seen = step, 100 * step
+        callback.on_log(None, state, None, logs={"loss": 2.0 / step})
+        callback.on_step_end(None, state, None)
+        if step == 2:
+            callback.on_evaluate(None, state, None, metrics={"eval_loss": 1.25})
+    callback.on_train_end(None, state, None)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("train: step 0/4 · loss - · ")
+    assert "train: step 2: held-out loss 1.2500" in lines
+    steps = [
+        line
+        for line in lines
+        if re.match(r"train: step \d/4 · loss \S+ · [\d,]+ tok/s · elapsed \S+ · eta \S+$", line)
+    ]
+    assert [s.split()[2] for s in steps] == ["0/4", "1/4", "2/4", "3/4", "4/4", "4/4"]
+    assert steps[-1].startswith("train: step 4/4 · loss 0.5000") and steps[-1].endswith("eta 0s")
+    assert callback.evals == [(2, 1.25)]
