@@ -53,7 +53,8 @@ def drive_round(
         before = opened
         for index, completion in batch:
             submit(asks[index].then(completion))
-            opened += index < opening
+            if index < opening:
+                opened += 1
         progress.requests_done(len(batch))
         if before < half <= opened:
             crash("mid_teacher", round_no)
