@@ -45,8 +45,8 @@ def test_presets_load(name):
         assert (
             cfg.method == "self-instruct" and cfg.teacher.backend == "vllm" and cfg.teacher.model == "bundled"
         )
-        # each `make generate` grows the run by about 10 minutes of rounds, on any machine
-        assert cfg.until is None and cfg.rounds is None and cfg.time_budget == 600
+        # each `make generate` grows the run by about 9 minutes of rounds, on any machine
+        assert cfg.until is None and cfg.rounds is None and cfg.time_budget == 540
     if name == "alpaca":
         assert cfg.method == "alpaca"
     if name == "gpu":

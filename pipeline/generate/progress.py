@@ -72,7 +72,7 @@ class LineProgress(ProgressListener):
         self.clock = clock
         self.config: GenerateConfig | None = None
         self.usage: Usage | None = None
-        self.started = 0.0
+        self.started = clock()
         self.kept_at_start = 0
         self.kept_total = 0
         self.rounds_run = 0
@@ -126,6 +126,8 @@ class LineProgress(ProgressListener):
 
     def status(self) -> str:
         """The line for the middle of a round."""
+        if not self.round_no:
+            return f"getting ready (run directory, seeds, ROUGE-L index) · {self._clock_text()}"
         tokens = 0
         if self.usage is not None and self.round_usage is not None:
             tokens = self.usage.completion_tokens - self.round_usage.completion_tokens
