@@ -79,8 +79,9 @@ def measure(dtype: str, args: argparse.Namespace, replay: bool) -> dict:
         before, busy_before = engine.usage.copy(), engine.engine_busy_s
         with tempfile.TemporaryDirectory(prefix="bench-generate-") as run_dir:
             outcome = run_generation(config, run_dir, teacher=teacher)
-        rows = outcome.summary["rounds"]
-        wall = sum(row["wall_s"] for row in rows)
+        assert outcome.summary is not None
+        rows = outcome.summary.rounds
+        wall = sum(row.wall_s for row in rows)
         spent = engine.usage.since(before)
         result = {
             "dtype": dtype,
@@ -89,8 +90,8 @@ def measure(dtype: str, args: argparse.Namespace, replay: bool) -> dict:
             "requests": spent.requests,
             "completion_tokens": spent.completion_tokens,
             "rounds_tokens_per_s": round(spent.completion_tokens / wall, 1),
-            "kept": sum(row["kept"] for row in rows),
-            "kept_per_min": round(60 * sum(row["kept"] for row in rows) / wall, 1),
+            "kept": sum(row.kept for row in rows),
+            "kept_per_min": round(60 * sum(row.kept for row in rows) / wall, 1),
             "idle_share": round(1 - (engine.engine_busy_s - busy_before) / wall, 3),
         }
         if replay:

@@ -10,7 +10,11 @@ import sys
 import pytest
 
 from pipeline.core.errors import InputFileError
-from pipeline.core.jsonio import append_jsonl, read_jsonl, repair_tail, write_json_atomic
+from pipeline.core.jsonio import append_jsonl, iter_jsonl, repair_tail, write_json_atomic
+
+
+def read_jsonl(path, *, skip_torn_tail=False):
+    return [obj for _, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail)]
 
 
 def test_append_then_read_back(tmp_path):

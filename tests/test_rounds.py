@@ -31,18 +31,24 @@ import yaml
 from crashing_cli import CRASH_EXIT_CODE
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import read_jsonl
+from pipeline.core.jsonio import iter_jsonl
 from pipeline.generate.config import GenerateConfig
 from pipeline.generate.progress import LineProgress
 from pipeline.generate.prompts import CLASSIFY_SUFFIX
 from pipeline.generate.protocol import run_generation
 from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.quality.rouge import rouge_l
+from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES, RunDir
 from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers.config import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
+
 
 VERBS = [
     "Describe",
@@ -364,6 +370,8 @@ def check_run(run_dir: Path, seeds: list[str]) -> dict:
     summary = json.loads(run.summary_path.read_text())
     assert summary["kept_total"] == len(tasks)
     assert len(summary["rounds"]) == state.rounds_done
+    # The reader gives back exactly what the generator wrote: no field lost, renamed or changed.
+    assert Run.open(run_dir).summary().model_dump(mode="json") == summary
     return {
         "ids": ids,
         "instructions": instructions,
@@ -441,7 +449,7 @@ def test_until_and_the_no_progress_bound(teacher_server, seeds_file, tmp_path, m
     config = make_config(teacher_server, seeds_file, until=6)
     outcome = run_generation(config, tmp_path / "run")
     assert outcome.stopped is None
-    assert outcome.summary["kept_total"] >= 6
+    assert outcome.summary is not None and outcome.summary.kept_total >= 6
     # Already there: nothing to do.
     again = run_generation(config, tmp_path / "run")
     assert again.rounds_run == 0

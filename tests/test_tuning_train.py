@@ -157,6 +157,9 @@ def test_evaluate_base_and_student_side_by_side(trained, data_file, tmp_path):
     base, student = report["models"]["base"], report["models"]["student"]
     assert base["answers"] == student["answers"] == 2
     assert student["heldout_loss"] < base["heldout_loss"]
+    # Scored on the held-out examples training recorded in the adapter, not on a split made again.
+    assert report["heldout"]["record"] == str(out / "adapter" / "data_manifest.json")
+    assert report["heldout"]["examples"] == 6
     assert (
         abs(student["heldout_loss"] - json.loads((out / "train_summary.json").read_text())["eval_loss_after"])
         < 0.3

@@ -62,7 +62,7 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="output folder (resumes if it has checkpoints)",
+    help="output folder (resumes if it has checkpoints of the same data and settings)",
 )
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), help="YAML settings (configs/train.yaml)"
@@ -72,6 +72,11 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
 @click.option("--max-steps", type=int, help="at most this many optimizer steps")
 @click.option("--epochs", type=float, help="passes over the data (--max-steps caps them)")
 @click.option("--merge", is_flag=True, default=None, help="also write a merged model folder (OUT/merged)")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
+)
 @click.option("--quiet", is_flag=True, help="no progress display")
 def train(
     data: Path,
@@ -82,9 +87,13 @@ def train(
     max_steps: int | None,
     epochs: float | None,
     merge: bool | None,
+    force: bool,
     quiet: bool,
 ) -> None:
-    """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill."""
+    """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill.
+
+    OUT records what was trained on and held out; checkpoints are resumed only on that same data.
+    """
     config = load_config(
         config_path,
         TrainConfig,
@@ -103,7 +112,16 @@ def train(
     if not quiet:
         console.print(f"{len(train_examples)} training examples; held-out: {source}")
     contamination = run_contamination_check(train_examples, config, quiet)
-    summary = run_train(train_examples, test_examples, config, out, quiet=quiet, data_source=str(data))
+    summary = run_train(
+        train_examples,
+        test_examples,
+        config,
+        out,
+        quiet=quiet,
+        data_source=str(data),
+        held_out_source=source,
+        force=force,
+    )
     summary["contamination"] = contamination
     from pipeline.core.jsonio import write_json_atomic
 
@@ -125,7 +143,10 @@ def train(
     help="base model (default: the adapter's, else the bundled SmolLM2); a merged folder works too",
 )
 @click.option(
-    "--data", type=click.Path(path_type=Path), help="training data, for the held-out loss on its test split"
+    "--data",
+    type=click.Path(path_type=Path),
+    help="the adapter's training data: also measure the held-out loss, on the examples its training "
+    "recorded as held out",
 )
 @click.option(
     "--tasks",

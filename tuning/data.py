@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
+from pipeline.run.reader import Run
 from tuning.formats import render_example
 
 IGNORE_INDEX = -100
@@ -133,14 +134,30 @@ def split_examples(
 
 
 def _clean(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [
-        {"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]} for r in rows
-    ]
+    """{instruction, input, output}, plus the task id where the data has one (the training record keeps it)."""
+    out = []
+    for r in rows:
+        row = {"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
+        if isinstance(r.get("task_id"), str):
+            row["task_id"] = r["task_id"]
+        out.append(row)
+    return out
+
+
+def _saved_split(saved: Path, data: Any, split: str) -> list[dict[str, str]]:
+    """One split of a saved DatasetDict, with its task ids when it has that column."""
+    from pipeline.run import export
+
+    rows = export.load_examples(saved, split)
+    if "task_id" in data[split].column_names:
+        for row, task_id in zip(rows, data[split]["task_id"], strict=True):
+            row["task_id"] = task_id
+    return rows
 
 
 def _saved_dataset_dict(path: Path) -> Path | None:
     """The saved `datasets` folder at `path` or in a run's export/hf, if any."""
-    for candidate in (path, path / "export" / "hf"):
+    for candidate in (path, Run(path).export_dir / "hf"):
         if (candidate / "dataset_dict.json").exists():
             return candidate
     return None
@@ -154,6 +171,8 @@ def load_splits(
     A saved DatasetDict (given directly, or a run's export/hf) brings the test split the export held
     out; a run without one is split by task the way the export splits (no task straddles the two);
     a flat Alpaca file, which has no task ids, is split by example. Both with `test_size` and `seed`.
+    Examples carry their `task_id` where the data has one. Training records the split it got
+    (tuning.record): a split is derived here once, for training, and never again for evaluation.
     """
     from pipeline.run import export
 
@@ -164,14 +183,14 @@ def load_splits(
     if saved is not None:
         from datasets import load_from_disk
 
-        names = list(load_from_disk(str(saved)).keys())
-        if "train" in names and "test" in names:
-            train = export.load_examples(saved, "train")
-            test = export.load_examples(saved, "test")
+        data = load_from_disk(str(saved))
+        if "train" in data and "test" in data:
+            train = _saved_split(saved, data, "train")
+            test = _saved_split(saved, data, "test")
             if train and test:
                 return train, test, f"the export's test split ({saved})"
-    if path.is_dir() and ((path / "machine_tasks.jsonl").exists() or (path / "state.json").exists()):
-        examples = export.task_examples(export.committed_tasks(path))
+    if Run(path).looks_like_run():
+        examples = export.task_examples(Run.open(path).committed_tasks())
         if len({e["task_id"] for e in examples}) < 2:
             raise UserError(f"{path}: need at least 2 kept tasks to hold one out for evaluation")
         train, test = export.split_by_task(examples, test_size, seed)

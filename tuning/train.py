@@ -3,19 +3,22 @@
 Layout of the output folder:
   checkpoints/checkpoint-N/   the trainer's checkpoints (adapter, optimizer, scheduler, RNG, state)
   train_config.yaml           the resolved configuration (a resumed run must match it)
+  data_manifest.json          what it trains on and holds out (tuning.record; a resumed run must match it)
   eval_before.json            held-out loss of the untouched model, measured once
-  adapter/                    the final LoRA adapter, its tokenizer and selfinstruct_tuning.json
+  adapter/                    the final LoRA adapter, its tokenizer, selfinstruct_tuning.json and
+                              a copy of data_manifest.json (the held-out set `evaluate` scores)
   merged/                     with --merge: the full merged model, loadable by vLLM
   train_summary.json          the figures
 
 Rerunning the same command after a kill resumes from the last complete checkpoint; a checkpoint
 that a kill left half-written (no trainer_state.json, which the trainer writes last) is removed.
+Checkpoints are only resumed on the same data split: after the run grew or was re-exported, the
+command refuses until it is told to start over (`force`) or given a fresh folder.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,12 +31,10 @@ from pipeline.core.model import resolve_model
 from pipeline.core.yamlconfig import dump_config
 from tuning.config import TrainConfig
 from tuning.data import EncodeStats, encode_examples
+from tuning.outputs import ADAPTER, CHECKPOINTS, MERGED, META_FILE, save_dir_atomic
+from tuning.record import RECORD_FILE, DataRecord, build_record, describe_change, read_record, write_record
 
-CHECKPOINTS = "checkpoints"
-ADAPTER = "adapter"
-MERGED = "merged"
-META_FILE = "selfinstruct_tuning.json"
-# Settings a resumed run must share with the run that wrote the checkpoints.
+# Settings a resumed run must share with the run that wrote the checkpoints (the data: tuning.record).
 RESUME_KEYS = ("base_model", "prompt_format", "max_length", "overlength", "lora", "batch_size", "seed")
 
 
@@ -76,8 +77,63 @@ def check_resume_config(out: Path, config: TrainConfig) -> None:
     if changed:
         raise UserError(
             f"{out} holds checkpoints of a run with different {', '.join(changed)} "
-            f"(see {saved_path}); use a new --out or delete {out / CHECKPOINTS}"
+            f"(see {saved_path}); start over with --force or train into a fresh --out"
         )
+
+
+def check_resume_data(out: Path, record: DataRecord) -> None:
+    """Refuse to resume checkpoints trained on other data: resuming would mix the two training sets
+    and leave examples the checkpoints learned in the new held-out split."""
+    saved = read_record(out)
+    if saved is None:
+        raise UserError(
+            f"{out} holds checkpoints but no record of the data they were trained on ({RECORD_FILE}; "
+            "older versions wrote none), so resuming could mix data; start over with --force "
+            "or train into a fresh --out"
+        )
+    if saved.digest != record.digest:
+        raise UserError(
+            f"{out} holds checkpoints trained on different data than {record.data or 'the data'} gives now "
+            f"({describe_change(saved, record)}); resuming would mix the two and score trained examples "
+            "as held-out. Start over with --force (discards those checkpoints) or train into a fresh --out"
+        )
+
+
+# What `force` discards: everything a run keeps about its progress. adapter/ and merged/ stay until
+# the new ones replace them, each with its own record of the data it was trained on.
+RUN_STATE = (CHECKPOINTS, "eval_before.json", "train_summary.json", "train_config.yaml", RECORD_FILE)
+
+
+def discard_previous_run(out: Path, quiet: bool) -> None:
+    """Start over in `out`: remove the checkpoints and figures of an earlier run."""
+    found = [out / name for name in RUN_STATE if (out / name).exists()]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if found and not quiet:
+        console.print(f"--force: discarded the checkpoints and figures of the earlier run in {out}")
+
+
+def prepare_output(
+    out: Path, config: TrainConfig, record: DataRecord, force: bool, quiet: bool
+) -> Path | None:
+    """Make `out` ready for this run; return the checkpoint to resume, if any.
+
+    The data record is written before the first step, so any checkpoint in `out` is known to
+    belong to it.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        discard_previous_run(out, quiet)
+    checkpoint = last_complete_checkpoint(out / CHECKPOINTS)
+    if checkpoint is not None:
+        check_resume_config(out, config)
+        check_resume_data(out, record)
+    write_record(out, record)
+    write_text_atomic(out / "train_config.yaml", dump_config(config))
+    return checkpoint
 
 
 def lora_weight_stats(adapter_dir: Path) -> dict[str, int]:
@@ -95,20 +151,6 @@ def lora_weight_stats(adapter_dir: Path) -> dict[str, int]:
         "lora_b": len(b_mats),
         "lora_b_nonzero": sum(1 for t in b_mats if bool(t.abs().sum() > 0)),
     }
-
-
-def _save_dir_atomic(out_dir: Path, write: Any) -> None:
-    """Write a folder through a temporary sibling and swap it in, so a kill never leaves half of it."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def planned_steps(n_train: int, config: TrainConfig) -> int:
@@ -133,34 +175,9 @@ def _report_encoding(name: str, stats: EncodeStats, config: TrainConfig, quiet: 
             console.print(f"  {line}")
 
 
-def train(
-    train_examples: list[dict[str, str]],
-    test_examples: list[dict[str, str]],
-    config: TrainConfig,
-    out: str | Path,
-    *,
-    quiet: bool = False,
-    data_source: str = "",
-) -> dict[str, Any]:
-    """Train (or resume) a LoRA adapter; return the summary also written to train_summary.json."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
-    from tuning.progress import RichProgressCallback
-
-    quiet_libraries()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    base = resolve_model(config.base_model)
-    checkpoint = last_complete_checkpoint(out / CHECKPOINTS)
-    if checkpoint is not None:
-        check_resume_config(out, config)
-    write_text_atomic(out / "train_config.yaml", dump_config(config))
+def load_tokenizer(base: str, prompt_format: str) -> Any:
+    """The base model's tokenizer, with a pad token (EOS when it has none) and checked for the format."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.eos_token is None:
@@ -168,35 +185,17 @@ def train(
     if tokenizer.pad_token is None:
         # Padding positions are excluded by the attention mask and labelled -100, so EOS is safe here.
         tokenizer.pad_token = tokenizer.eos_token
-    if config.prompt_format == "chat" and not tokenizer.chat_template:
+    if prompt_format == "chat" and not tokenizer.chat_template:
         raise UserError(f"{base}: the tokenizer has no chat template; use prompt_format: alpaca")
+    return tokenizer
 
-    train_rows, train_stats = encode_examples(
-        train_examples, tokenizer, config.prompt_format, config.max_length, config.overlength
-    )
-    eval_source = test_examples[: config.max_eval_examples] if config.max_eval_examples else test_examples
-    eval_rows, eval_stats = encode_examples(
-        eval_source, tokenizer, config.prompt_format, config.max_length, config.overlength
-    )
-    _report_encoding("train", train_stats, config, quiet)
-    _report_encoding("held-out", eval_stats, config, quiet)
-    if not train_rows:
-        raise UserError(f"no training example fits in max_length {config.max_length} tokens")
-    if not eval_rows:
-        raise UserError(f"no held-out example fits in max_length {config.max_length} tokens")
 
-    max_steps = planned_steps(len(train_rows), config)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=list(config.lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    args = SFTConfig(
+def sft_args(config: TrainConfig, out: Path, max_steps: int) -> Any:
+    """TRL's SFTConfig for this run: checkpoints under out/checkpoints, no tqdm, no reporting."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
         output_dir=str(out / CHECKPOINTS),
         num_train_epochs=config.epochs,
         max_steps=max_steps,
@@ -225,29 +224,169 @@ def train(
         dataloader_pin_memory=torch.cuda.is_available(),
         save_only_model=False,
     )
-    progress = RichProgressCallback(quiet=quiet)
+
+
+def build_trainer(
+    base: str,
+    tokenizer: Any,
+    train_rows: list[dict[str, list[int]]],
+    eval_rows: list[dict[str, list[int]]],
+    config: TrainConfig,
+    out: Path,
+    callbacks: list[Any],
+) -> Any:
+    """The SFTTrainer on pre-encoded rows (input_ids + labels, prompt masked) with a fresh LoRA adapter.
+
+    TRL's own collator pads the rows and must keep our labels (TRL >= 0.19; older versions rebuild
+    them from input_ids), which tests/test_tuning_collator.py checks on this very trainer.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, PrinterCallback
+    from trl import SFTTrainer
+
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=sft_args(config, out, planned_steps(len(train_rows), config)),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[progress],
+        callbacks=callbacks,
     )
     # Our progress bar replaces the trainer's raw log-dict printing.
     trainer.remove_callback(PrinterCallback)
+    return trainer
 
+
+def _encode_splits(
+    train_examples: list[dict[str, str]],
+    test_examples: list[dict[str, str]],
+    tokenizer: Any,
+    config: TrainConfig,
+    quiet: bool,
+) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]], EncodeStats, EncodeStats]:
+    train_rows, train_stats = encode_examples(
+        train_examples, tokenizer, config.prompt_format, config.max_length, config.overlength
+    )
+    eval_source = test_examples[: config.max_eval_examples] if config.max_eval_examples else test_examples
+    eval_rows, eval_stats = encode_examples(
+        eval_source, tokenizer, config.prompt_format, config.max_length, config.overlength
+    )
+    _report_encoding("train", train_stats, config, quiet)
+    _report_encoding("held-out", eval_stats, config, quiet)
+    if not train_rows:
+        raise UserError(f"no training example fits in max_length {config.max_length} tokens")
+    if not eval_rows:
+        raise UserError(f"no held-out example fits in max_length {config.max_length} tokens")
+    return train_rows, eval_rows, train_stats, eval_stats
+
+
+def _loss_before(trainer: Any, out: Path, checkpoint: Path | None, n_eval: int, quiet: bool) -> float:
+    """Held-out loss of the untouched model: measured once per run, read back on a resume."""
     before_path = out / "eval_before.json"
     if checkpoint is None or not before_path.exists():
         if not quiet:
-            console.print(f"held-out loss before training ({len(eval_rows)} examples) ...")
+            console.print(f"held-out loss before training ({n_eval} examples) ...")
         before = float(trainer.evaluate()["eval_loss"])
-        write_json_atomic(before_path, {"eval_loss": before, "examples": len(eval_rows)})
-    else:
-        before = float(_read_json(before_path)["eval_loss"])
-        if not quiet:
-            console.print(f"resuming from {checkpoint} (held-out loss before training was {before:.4f})")
+        write_json_atomic(before_path, {"eval_loss": before, "examples": n_eval})
+        return before
+    before = float(_read_json(before_path)["eval_loss"])
+    if not quiet:
+        console.print(f"resuming from {checkpoint} (held-out loss before training was {before:.4f})")
+    return before
+
+
+def _eval_history(trainer: Any) -> tuple[list[dict[str, Any]], float]:
+    """Every held-out loss the trainer logged, ending with one at the final step, and that last loss."""
+    state = trainer.state
+    history = [
+        {"step": int(entry["step"]), "eval_loss": float(entry["eval_loss"])}
+        for entry in state.log_history
+        if "eval_loss" in entry
+    ]
+    if history and history[-1]["step"] == state.global_step:
+        return history, history[-1]["eval_loss"]
+    after = float(trainer.evaluate()["eval_loss"])
+    history.append({"step": state.global_step, "eval_loss": after})
+    return history, after
+
+
+def save_adapter(
+    trainer: Any, tokenizer: Any, base: str, config: TrainConfig, record: DataRecord, adapter_dir: Path
+) -> dict[str, int]:
+    """Write the adapter folder atomically (weights, tokenizer, training facts, data record) and check
+    that it learned something; return its weight counts."""
+    meta = {
+        "base_model": base,
+        "base_model_name": config.base_model,
+        "prompt_format": config.prompt_format,
+        "max_length": config.max_length,
+        "eos_token": tokenizer.eos_token,
+        "lora_r": config.lora.r,
+        "seed": config.seed,
+    }
+
+    def write_adapter(tmp: Path) -> None:
+        trainer.model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json_atomic(tmp / META_FILE, meta)
+        write_record(tmp, record)
+
+    save_dir_atomic(adapter_dir, write_adapter)
+    weights = lora_weight_stats(adapter_dir)
+    if weights["lora_b"] == 0 or weights["lora_b_nonzero"] == 0:
+        raise RuntimeError(
+            f"{adapter_dir}: the saved adapter is empty ({weights}); training did not update it"
+        )
+    return weights
+
+
+def train(
+    train_examples: list[dict[str, str]],
+    test_examples: list[dict[str, str]],
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    quiet: bool = False,
+    data_source: str = "",
+    held_out_source: str = "",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train (or resume) a LoRA adapter; return the summary also written to train_summary.json.
+
+    `force` starts over: the checkpoints of an earlier run in `out` are discarded, whatever data
+    they were trained on. (Long only by the flat summary dict at its end.)
+    """
+    import torch
+
+    from tuning.progress import RichProgressCallback
+
+    quiet_libraries()
+    out = Path(out)
+    record = build_record(train_examples, test_examples, data_source, held_out_source)
+    checkpoint = prepare_output(out, config, record, force, quiet)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    base = resolve_model(config.base_model)
+    tokenizer = load_tokenizer(base, config.prompt_format)
+    train_rows, eval_rows, train_stats, eval_stats = _encode_splits(
+        train_examples, test_examples, tokenizer, config, quiet
+    )
+    progress = RichProgressCallback(quiet=quiet)
+    trainer = build_trainer(base, tokenizer, train_rows, eval_rows, config, out, [progress])
+    before = _loss_before(trainer, out, checkpoint, len(eval_rows), quiet)
 
     start_step = 0
     if checkpoint is not None:
@@ -257,41 +396,10 @@ def train(
     train_seconds = time.perf_counter() - started
     state = trainer.state
     session_tokens = state.num_input_tokens_seen - progress.start_tokens
-    history = [
-        {"step": int(entry["step"]), "eval_loss": float(entry["eval_loss"])}
-        for entry in state.log_history
-        if "eval_loss" in entry
-    ]
-    if history and history[-1]["step"] == state.global_step:
-        after = history[-1]["eval_loss"]
-    else:
-        after = float(trainer.evaluate()["eval_loss"])
-        history.append({"step": state.global_step, "eval_loss": after})
+    history, after = _eval_history(trainer)
 
     adapter_dir = out / ADAPTER
-    meta = {
-        "base_model": base,
-        "base_model_name": config.base_model,
-        "prompt_format": config.prompt_format,
-        "max_length": config.max_length,
-        "eos_token": tokenizer.eos_token,
-        "lora_r": config.lora.r,
-        "test_size": config.test_size,
-        "seed": config.seed,
-    }
-
-    def write_adapter(tmp: Path) -> None:
-        trainer.model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        write_json_atomic(tmp / META_FILE, meta)
-
-    _save_dir_atomic(adapter_dir, write_adapter)
-    weights = lora_weight_stats(adapter_dir)
-    if weights["lora_b"] == 0 or weights["lora_b_nonzero"] == 0:
-        raise RuntimeError(
-            f"{adapter_dir}: the saved adapter is empty ({weights}); training did not update it"
-        )
-
+    weights = save_adapter(trainer, tokenizer, base, config, record, adapter_dir)
     merged_dir = None
     if config.merge:
         from tuning.merge import merge_adapter
@@ -302,6 +410,7 @@ def train(
 
     summary = {
         "data": data_source,
+        "data_digest": record.digest,
         "base_model": base,
         "prompt_format": config.prompt_format,
         "examples": {"train": train_stats.as_dict(), "held_out": eval_stats.as_dict()},

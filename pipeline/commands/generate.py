@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline.generate.config import GenerateConfig
     from pipeline.generate.protocol import RunOutcome
     from pipeline.run.rundir import RunState
+    from pipeline.run.summary import RunSummary
     from pipeline.teachers.usage import Usage
 
 
@@ -132,18 +133,18 @@ def generate(
     if rounds is not None:
         config = config.model_copy(update={"until": None})
 
-    outcome = _run(ctx, config, run_dir, force=force, quiet=quiet, as_json=as_json)
+    outcome, summary = _run(ctx, config, run_dir, force=force, quiet=quiet, as_json=as_json)
     if outcome.stopped == NO_PROGRESS_STOP:
         raise UserError(
             f"stopped: {config.max_rounds_without_progress} rounds in a row kept no task "
-            f"({outcome.summary['kept_total']} of {config.until} kept); see rejected.jsonl for why, "
+            f"({summary.kept_total} of {config.until} kept); see rejected.jsonl for why, "
             "then rerun to continue (a stronger teacher or a chat prompt style may help)"
         )
 
 
 def _run(
     ctx: click.Context, config: GenerateConfig, run_dir: str, *, force: bool, quiet: bool, as_json: bool
-) -> RunOutcome:
+) -> tuple[RunOutcome, RunSummary]:
     """Run with the progress display the output calls for, then show (or print) the summary."""
     from pipeline.generate.protocol import TIME_BUDGET_STOP, run_generation
 
@@ -154,16 +155,19 @@ def _run(
         outcome = run_generation(
             config, run_dir, force=force, progress=progress, on_warning=_warn, crash_hook=crash_hook
         )
+    summary = outcome.summary
+    if summary is None:  # run_generation always writes one; this only narrows the type
+        raise RuntimeError("run_generation returned without a summary")
     if not quiet:
-        print_summary(outcome, run_dir)
+        print_summary(summary, outcome, run_dir)
         if outcome.stopped == TIME_BUDGET_STOP:
             console.print(
                 f"time budget ({duration(config.time_budget or 0)}) spent after {outcome.rounds_run} rounds; "
                 "rerun the same command to continue"
             )
     if as_json:
-        click.echo(json.dumps(outcome.summary, indent=2, ensure_ascii=False))
-    return outcome
+        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return outcome, summary
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -257,25 +261,22 @@ class RichProgress(ProgressListener):
         self.progress.update(self.sub, visible=False)
 
 
-def print_summary(outcome: RunOutcome, run_dir: str) -> None:
+def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: str) -> None:
     """A short table of the whole run (all rounds so far), on stderr."""
-    summary = outcome.summary
-    totals = summary["totals"]
+    totals = summary.totals
     table = Table(title=f"run {run_dir}", show_header=False)
-    table.add_row("method", summary["method"])
-    teacher = summary.get("teacher") or {}
-    table.add_row("teacher", f"{teacher.get('backend', '?')}: {teacher.get('model', '?')}")
-    table.add_row("rounds", f"{len(summary['rounds'])} ({outcome.rounds_run} this time)")
-    table.add_row("requests", f"{totals['requests']} ({totals['cache_hits']} from cache)")
-    table.add_row(
-        "tokens", f"{totals['prompt_tokens']:,} prompt + {totals['completion_tokens']:,} completion"
-    )
-    table.add_row("tokens/s", f"{totals['tokens_per_s']:,.0f}")
-    if totals.get("cost") is not None:
-        table.add_row("cost", f"${totals['cost']:.4f}")
-    table.add_row("candidates", str(totals["candidates"]))
-    table.add_row("kept", str(summary["kept_total"]))
-    top = list(totals["rejected_by_reason"].items())[:5]
+    table.add_row("method", summary.method)
+    teacher = summary.teacher
+    table.add_row("teacher", f"{teacher.backend}: {teacher.model}" if teacher else "?")
+    table.add_row("rounds", f"{len(summary.rounds)} ({outcome.rounds_run} this time)")
+    table.add_row("requests", f"{totals.requests} ({totals.cache_hits} from cache)")
+    table.add_row("tokens", f"{totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion")
+    table.add_row("tokens/s", f"{totals.tokens_per_s:,.0f}")
+    if totals.cost is not None:
+        table.add_row("cost", f"${totals.cost:.4f}")
+    table.add_row("candidates", str(totals.candidates))
+    table.add_row("kept", str(summary.kept_total))
+    top = list(totals.rejected_by_reason.items())[:5]
     table.add_row("top rejections", ", ".join(f"{r} {n}" for r, n in top) or "-")
     if outcome.resumed_round is not None:
         table.add_row("resumed", f"round {outcome.resumed_round} redone from the cache")

@@ -41,7 +41,6 @@ from pipeline.run.rundir import (
     TASK_STAGES,
     RunDir,
     RunState,
-    build_summary,
     config_differences,
     file_digest,
     fingerprint_differences,
@@ -49,7 +48,8 @@ from pipeline.run.rundir import (
     rng_to_json,
 )
 from pipeline.run.schemas import MachineTask, Rejection, SeedTask
-from pipeline.run.seeds import default_seeds_path, load_seeds
+from pipeline.run.seeds import load_seeds, resolve_seeds_path
+from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Teacher
 
 CRASH_POINTS = (
@@ -68,7 +68,7 @@ TIME_BUDGET_STOP = "time_budget"
 
 @dataclass
 class RunOutcome:
-    summary: dict[str, Any]
+    summary: RunSummary | None
     rounds_run: int
     stopped: str | None = None  # NO_PROGRESS_STOP when --until gave up, TIME_BUDGET_STOP when time ran out
     resumed_round: int | None = None  # a round that had been appended but not committed, redone
@@ -111,12 +111,8 @@ class RunLength:
         return False, None
 
 
-def resolve_seeds_path(config: GenerateConfig) -> Path:
-    return Path(config.seeds) if config.seeds else default_seeds_path()
-
-
 def _load_seeds(config: GenerateConfig) -> tuple[Path, list[SeedTask]]:
-    path = resolve_seeds_path(config)
+    path = resolve_seeds_path(config.seeds)
     if not path.exists():
         raise UserError(f"seeds: no such file: {path}")
     seeds = load_seeds(path)
@@ -274,7 +270,7 @@ def run_generation(
         state, seeds_path, seeds, templates, committed, pending = prepare_run(config, run, force=force)
         teacher, own_teacher = _open_teacher(config, run, teacher)
         start_usage = teacher.usage.copy()
-        outcome = RunOutcome(summary={}, rounds_run=0)
+        outcome = RunOutcome(summary=None, rounds_run=0)
         if pending["tasks"] or pending["rejected"]:
             outcome.resumed_round = state.rounds_done + 1
         with warnings.catch_warnings(record=True) as caught:
@@ -305,8 +301,8 @@ def run_generation(
 
 def _write_summary(
     run: RunDir, state: RunState, config: GenerateConfig, seeds_path: Path, seeds_count: int, teacher: Teacher
-) -> dict[str, Any]:
-    summary = build_summary(
+) -> RunSummary:
+    summary = RunSummary.from_state(
         state,
         method=config.method,
         seeds_path=str(seeds_path),
@@ -329,7 +325,7 @@ def _loop(
 ) -> tuple[str | None, int]:
     """Run rounds until the run length says stop; return (why it stopped, if not the target; rounds run)."""
     recipe = recipe_class(ctx.config.method)
-    seeds_path = resolve_seeds_path(ctx.config)
+    seeds_path = resolve_seeds_path(ctx.config.seeds)
     while True:
         stop, why = length.stop(state.kept_total)
         if stop:
