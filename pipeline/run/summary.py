@@ -15,7 +15,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from pipeline.run.schemas import TeacherIdentity
 from pipeline.run.state import RunState
@@ -26,6 +35,13 @@ Counts = dict[str, NonNegativeInt]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ReplicaUsage(_Strict):
+    """Attempts sent to one base URL of an HTTP teacher, and how many of them failed."""
+
+    requests: NonNegativeInt = 0
+    failures: NonNegativeInt = 0
 
 
 class TeacherUsage(_Strict):
@@ -43,6 +59,17 @@ class TeacherUsage(_Strict):
     seconds: NonNegativeFloat
     tokens_per_s: NonNegativeFloat
     retries: NonNegativeInt = 0
+    replicas: dict[str, ReplicaUsage] = Field(
+        default_factory=dict, description="per base URL of an HTTP teacher (absent in-process)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An in-process teacher has no replicas: its rows keep the keys they always had."""
+        data = handler(self)
+        if not data.get("replicas"):
+            data.pop("replicas", None)
+        return data
 
 
 class RoundRow(TeacherUsage):
@@ -75,7 +102,13 @@ class Totals(TeacherUsage):
         by_reason: Counter[str] = Counter()
         by_stage: Counter[str] = Counter()
         labels: Counter[str] = Counter()
+        replicas: dict[str, ReplicaUsage] = {}
         for row in rows:
+            for url, used in row.replicas.items():
+                was = replicas.get(url, ReplicaUsage())
+                replicas[url] = ReplicaUsage(
+                    requests=was.requests + used.requests, failures=was.failures + used.failures
+                )
             by_reason.update(row.rejected)
             by_stage.update(row.rejected_by_stage)
             labels.update(row.classification)
@@ -88,6 +121,7 @@ class Totals(TeacherUsage):
             seconds=seconds,
             tokens_per_s=round(completion / seconds, 1) if seconds > 0 else 0.0,
             retries=sum(r.retries for r in rows),
+            replicas=replicas,
             candidates=sum(r.candidates for r in rows),
             kept=sum(r.kept for r in rows),
             rejected_by_reason=dict(by_reason.most_common()),
