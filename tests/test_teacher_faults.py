@@ -378,7 +378,10 @@ def test_a_fatal_error_keeps_the_answers_already_paid_for(fake, tmp_path):
     before the error is raised, so a rerun pays only for the refused one."""
     requests = prompts(8)
     server = fake(delay_s=0.3, by_prompt={"prompt 3": ("status", 400, {}, "this prompt is not allowed")})
-    teacher = make_teacher(config(server.url, concurrency=8, cache=True), cache_dir=tmp_path)
+    # All 8 open at once (a fixed concurrency, not AIMD's slow start), so 7 are in flight at the error.
+    teacher = make_teacher(
+        config(server.url, concurrency=8, cache=True, adaptive_concurrency=False), cache_dir=tmp_path
+    )
     with pytest.raises(TeacherError, match="cannot be retried.*not allowed"):
         teacher.generate(requests)
     assert len(CompletionCache(tmp_path)) == 7

@@ -98,11 +98,12 @@ def test_usage_counts_calls_hits_tokens_and_cost():
 def test_usage_keeps_per_replica_counts_per_round():
     usage = Usage(replicas={"http://a/v1": ReplicaCounts(3, 1)})
     before = usage.copy()
-    usage.replicas = {"http://a/v1": ReplicaCounts(10, 2), "http://b/v1": ReplicaCounts(4, 0)}
+    usage.replicas = {"http://a/v1": ReplicaCounts(10, 2, 12), "http://b/v1": ReplicaCounts(4, 0, 5)}
     assert before.replicas == {"http://a/v1": ReplicaCounts(3, 1)}
+    # Attempts and failures per round; the concurrency limit as it stands at the end of the round.
     assert usage.since(before).as_dict()["replicas"] == {
-        "http://a/v1": {"requests": 7, "failures": 1},
-        "http://b/v1": {"requests": 4, "failures": 0},
+        "http://a/v1": {"requests": 7, "failures": 1, "concurrency": 12},
+        "http://b/v1": {"requests": 4, "failures": 0, "concurrency": 5},
     }
 
 

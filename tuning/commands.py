@@ -106,30 +106,42 @@ def train(
         },
     )
     from tuning.data import load_splits
+    from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
-    train_examples, test_examples, source = load_splits(data, config.test_size, config.seed)
-    if not quiet:
-        console.print(f"{len(train_examples)} training examples; held-out: {source}")
-    contamination = run_contamination_check(train_examples, config, quiet)
-    summary = run_train(
-        train_examples,
-        test_examples,
-        config,
-        out,
-        quiet=quiet,
-        data_source=str(data),
-        held_out_source=source,
-        force=force,
-    )
-    summary["contamination"] = contamination
-    from pipeline.core.jsonio import write_json_atomic
+    launch = launch_from_env()
+    quiet = quiet or not launch.is_main
+    lone = lone_process_warning()
+    if lone and not quiet:
+        console.print(f"[yellow]warning: {lone}")
 
-    write_json_atomic(out / "train_summary.json", summary)
-    if not quiet:
+    def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
+        train_examples, test_examples, source = load_splits(data, config.test_size, config.seed)
+        if not quiet:
+            console.print(f"{len(train_examples)} training examples; held-out: {source}")
+            if launch.distributed:
+                console.print(f"training on {launch.world_size} processes")
+        return train_examples, test_examples, source, run_contamination_check(train_examples, config, quiet)
+
+    with joined(launch):
+        train_examples, test_examples, source, contamination = run_on_main(launch, read_data)
+        summary = run_train(
+            train_examples,
+            test_examples,
+            config,
+            out,
+            quiet=quiet,
+            data_source=str(data),
+            held_out_source=source,
+            force=force,
+            contamination=contamination,
+            launch=launch,
+        )
+    if summary is not None and not quiet:
         console.print(
             f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f}s "
-            f"({summary['tokens_per_s']:,.0f} tokens/s); held-out loss "
+            f"({summary['tokens_per_s']:,.0f} tokens/s, effective batch {summary['effective_batch_size']} "
+            f"on {summary['world_size']} process(es)); held-out loss "
             f"{summary['eval_loss_before']:.4f} -> {summary['eval_loss_after']:.4f}; "
             f"{summary['truncated']} over-length examples ({summary['overlength_policy']}); adapter: {summary['adapter']}"
             + (f"; merged: {summary['merged']}" if summary["merged"] else "")

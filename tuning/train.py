@@ -8,12 +8,17 @@ Layout of the output folder:
   adapter/                    the final LoRA adapter, its tokenizer, selfinstruct_tuning.json and
                               a copy of data_manifest.json (the held-out set `evaluate` scores)
   merged/                     with --merge: the full merged model, loadable by vLLM
+  launch.json                 how many processes trained it (a resumed run must use as many)
   train_summary.json          the figures
 
 Rerunning the same command after a kill resumes from the last complete checkpoint; a checkpoint
 that a kill left half-written (no trainer_state.json, which the trainer writes last) is removed.
 Checkpoints are only resumed on the same data split: after the run grew or was re-exported, the
 command refuses until it is told to start over (`force`) or given a fresh folder.
+
+Under `accelerate launch` or `torchrun` (tuning.distributed) the data is read, checked, encoded and
+the folder prepared on the main process only; every process trains on its share of each batch; the
+main process alone writes the files above (the Trainer adds its per-process RNG state to checkpoints).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,7 @@ from pipeline.core.model import resolve_model
 from pipeline.core.yamlconfig import dump_config
 from tuning.config import TrainConfig
 from tuning.data import EncodeStats, encode_examples
+from tuning.distributed import LAUNCH_FILE, Launch, check_resume_launch, record_launch, run_on_main
 from tuning.outputs import ADAPTER, CHECKPOINTS, MERGED, META_FILE, save_dir_atomic
 from tuning.record import RECORD_FILE, DataRecord, build_record, describe_change, read_record, write_record
 
@@ -101,7 +108,14 @@ def check_resume_data(out: Path, record: DataRecord) -> None:
 
 # What `force` discards: everything a run keeps about its progress. adapter/ and merged/ stay until
 # the new ones replace them, each with its own record of the data it was trained on.
-RUN_STATE = (CHECKPOINTS, "eval_before.json", "train_summary.json", "train_config.yaml", RECORD_FILE)
+RUN_STATE = (
+    CHECKPOINTS,
+    "eval_before.json",
+    "train_summary.json",
+    "train_config.yaml",
+    RECORD_FILE,
+    LAUNCH_FILE,
+)
 
 
 def discard_previous_run(out: Path, quiet: bool) -> None:
@@ -117,12 +131,12 @@ def discard_previous_run(out: Path, quiet: bool) -> None:
 
 
 def prepare_output(
-    out: Path, config: TrainConfig, record: DataRecord, force: bool, quiet: bool
+    out: Path, config: TrainConfig, record: DataRecord, force: bool, quiet: bool, launch: Launch = Launch()
 ) -> Path | None:
     """Make `out` ready for this run; return the checkpoint to resume, if any.
 
-    The data record is written before the first step, so any checkpoint in `out` is known to
-    belong to it.
+    The data record and the launch are written before the first step, so any checkpoint in `out`
+    is known to belong to them.
     """
     out.mkdir(parents=True, exist_ok=True)
     if force:
@@ -131,7 +145,9 @@ def prepare_output(
     if checkpoint is not None:
         check_resume_config(out, config)
         check_resume_data(out, record)
+        check_resume_launch(out, launch)
     write_record(out, record)
+    record_launch(out, launch, config.batch_size, config.gradient_accumulation_steps)
     write_text_atomic(out / "train_config.yaml", dump_config(config))
     return checkpoint
 
@@ -153,13 +169,14 @@ def lora_weight_stats(adapter_dir: Path) -> dict[str, int]:
     }
 
 
-def planned_steps(n_train: int, config: TrainConfig) -> int:
+def planned_steps(n_train: int, config: TrainConfig, world_size: int = 1) -> int:
     """Optimizer steps for `epochs` passes over the data, capped by `max_steps` when set.
 
     transformers lets max_steps override epochs; here it is a cap, so a small corpus is not
-    trained for many more passes than asked and a large one stops in time.
+    trained for many more passes than asked and a large one stops in time. With several processes
+    each step consumes one batch per process.
     """
-    per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps))
+    per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps * world_size))
     steps = max(1, math.ceil(per_epoch * config.epochs))
     return min(steps, config.max_steps) if config.max_steps else steps
 
@@ -190,8 +207,12 @@ def load_tokenizer(base: str, prompt_format: str) -> Any:
     return tokenizer
 
 
-def sft_args(config: TrainConfig, out: Path, max_steps: int) -> Any:
-    """TRL's SFTConfig for this run: checkpoints under out/checkpoints, no tqdm, no reporting."""
+def sft_args(config: TrainConfig, out: Path, max_steps: int, launch: Launch = Launch()) -> Any:
+    """TRL's SFTConfig for this run: checkpoints under out/checkpoints, no tqdm, no reporting.
+
+    Several processes on CPUs need `use_cpu` (else the Trainer finds no device to spread over).
+    Every LoRA weight gets a gradient at every step, so DDP need not search for unused ones.
+    """
     import torch
     from trl import SFTConfig
 
@@ -223,6 +244,8 @@ def sft_args(config: TrainConfig, out: Path, max_steps: int) -> Any:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         save_only_model=False,
+        use_cpu=launch.cpu,
+        ddp_find_unused_parameters=False if launch.distributed else None,
     )
 
 
@@ -234,6 +257,7 @@ def build_trainer(
     config: TrainConfig,
     out: Path,
     callbacks: list[Any],
+    launch: Launch = Launch(),
 ) -> Any:
     """The SFTTrainer on pre-encoded rows (input_ids + labels, prompt masked) with a fresh LoRA adapter.
 
@@ -258,7 +282,7 @@ def build_trainer(
     )
     trainer = SFTTrainer(
         model=model,
-        args=sft_args(config, out, planned_steps(len(train_rows), config)),
+        args=sft_args(config, out, planned_steps(len(train_rows), config, launch.world_size), launch),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
@@ -293,18 +317,64 @@ def _encode_splits(
     return train_rows, eval_rows, train_stats, eval_stats
 
 
-def _loss_before(trainer: Any, out: Path, checkpoint: Path | None, n_eval: int, quiet: bool) -> float:
-    """Held-out loss of the untouched model: measured once per run, read back on a resume."""
+@dataclass(frozen=True)
+class Prepared:
+    """What the main process works out before training and hands to every process."""
+
+    record: DataRecord
+    checkpoint: Path | None
+    base: str
+    train_rows: list[dict[str, list[int]]]
+    eval_rows: list[dict[str, list[int]]]
+    train_stats: EncodeStats
+    eval_stats: EncodeStats
+    loss_before: float | None  # read back from eval_before.json on a resume; None = measure it
+    start_step: int
+
+
+def _prepare(
+    train_examples: list[dict[str, str]],
+    test_examples: list[dict[str, str]],
+    config: TrainConfig,
+    out: Path,
+    sources: tuple[str, str],
+    force: bool,
+    quiet: bool,
+    launch: Launch,
+) -> Prepared:
+    """The output folder, the base model and the encoded data: once, on the main process."""
+    record = build_record(train_examples, test_examples, *sources)
+    checkpoint = prepare_output(out, config, record, force, quiet, launch)
+    base = resolve_model(config.base_model)
+    tokenizer = load_tokenizer(base, config.prompt_format)
+    train_rows, eval_rows, train_stats, eval_stats = _encode_splits(
+        train_examples, test_examples, tokenizer, config, quiet
+    )
     before_path = out / "eval_before.json"
-    if checkpoint is None or not before_path.exists():
-        if not quiet:
-            console.print(f"held-out loss before training ({n_eval} examples) ...")
-        before = float(trainer.evaluate()["eval_loss"])
-        write_json_atomic(before_path, {"eval_loss": before, "examples": n_eval})
-        return before
-    before = float(_read_json(before_path)["eval_loss"])
+    before = None
+    start_step = 0
+    if checkpoint is not None:
+        start_step = int(_read_json(checkpoint / "trainer_state.json").get("global_step", 0))
+        if before_path.exists():
+            before = float(_read_json(before_path)["eval_loss"])
+            if not quiet:
+                console.print(f"resuming from {checkpoint} (held-out loss before training was {before:.4f})")
+    return Prepared(
+        record, checkpoint, base, train_rows, eval_rows, train_stats, eval_stats, before, start_step
+    )
+
+
+def _loss_before(trainer: Any, out: Path, prepared: Prepared, quiet: bool, launch: Launch) -> float:
+    """Held-out loss of the untouched model: measured once per run (by every process together, as
+    evaluation is shared out), written by the main process, read back on a resume."""
+    if prepared.loss_before is not None:
+        return prepared.loss_before
+    n_eval = len(prepared.eval_rows)
     if not quiet:
-        console.print(f"resuming from {checkpoint} (held-out loss before training was {before:.4f})")
+        console.print(f"held-out loss before training ({n_eval} examples) ...")
+    before = float(trainer.evaluate()["eval_loss"])
+    if launch.is_main:
+        write_json_atomic(out / "eval_before.json", {"eval_loss": before, "examples": n_eval})
     return before
 
 
@@ -324,10 +394,26 @@ def _eval_history(trainer: Any) -> tuple[list[dict[str, Any]], float]:
 
 
 def save_adapter(
-    trainer: Any, tokenizer: Any, base: str, config: TrainConfig, record: DataRecord, adapter_dir: Path
-) -> dict[str, int]:
+    trainer: Any,
+    tokenizer: Any,
+    base: str,
+    config: TrainConfig,
+    record: DataRecord,
+    adapter_dir: Path,
+    launch: Launch = Launch(),
+) -> dict[str, int] | None:
     """Write the adapter folder atomically (weights, tokenizer, training facts, data record) and check
-    that it learned something; return its weight counts."""
+    that it learned something; return its weight counts (None on the other processes).
+
+    Every process calls the Trainer's save_model: with sharded weights (FSDP, DeepSpeed ZeRO-3) it
+    gathers them from all processes; only the main process writes.
+    """
+    from transformers.trainer import TRAINING_ARGS_NAME
+
+    staging = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
+    if not launch.is_main:
+        trainer.save_model(str(staging))
+        return None
     meta = {
         "base_model": base,
         "base_model_name": config.base_model,
@@ -339,7 +425,8 @@ def save_adapter(
     }
 
     def write_adapter(tmp: Path) -> None:
-        trainer.model.save_pretrained(str(tmp))
+        trainer.save_model(str(tmp))
+        (tmp / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # the checkpoints keep the arguments
         tokenizer.save_pretrained(str(tmp))
         write_json_atomic(tmp / META_FILE, meta)
         write_record(tmp, record)
@@ -363,43 +450,48 @@ def train(
     data_source: str = "",
     held_out_source: str = "",
     force: bool = False,
-) -> dict[str, Any]:
+    contamination: dict[str, Any] | None = None,
+    launch: Launch = Launch(),
+) -> dict[str, Any] | None:
     """Train (or resume) a LoRA adapter; return the summary also written to train_summary.json.
 
     `force` starts over: the checkpoints of an earlier run in `out` are discarded, whatever data
-    they were trained on. (Long only by the flat summary dict at its end.)
+    they were trained on. With several processes (`launch`), every process calls this; the examples
+    are read on the main process only, and only the main process writes and returns the summary
+    (the others return None). (Long only by the flat summary dict at its end.)
     """
     import torch
 
     from tuning.progress import RichProgressCallback
 
     quiet_libraries()
+    quiet = quiet or not launch.is_main
     out = Path(out)
-    record = build_record(train_examples, test_examples, data_source, held_out_source)
-    checkpoint = prepare_output(out, config, record, force, quiet)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    base = resolve_model(config.base_model)
-    tokenizer = load_tokenizer(base, config.prompt_format)
-    train_rows, eval_rows, train_stats, eval_stats = _encode_splits(
-        train_examples, test_examples, tokenizer, config, quiet
+    sources = (data_source, held_out_source)
+    prep = run_on_main(
+        launch,
+        lambda: _prepare(train_examples, test_examples, config, out, sources, force, quiet, launch),
     )
+    tokenizer = load_tokenizer(prep.base, config.prompt_format)
     progress = RichProgressCallback(quiet=quiet)
-    trainer = build_trainer(base, tokenizer, train_rows, eval_rows, config, out, [progress])
-    before = _loss_before(trainer, out, checkpoint, len(eval_rows), quiet)
+    trainer = build_trainer(
+        prep.base, tokenizer, prep.train_rows, prep.eval_rows, config, out, [progress], launch
+    )
+    before = _loss_before(trainer, out, prep, quiet, launch)
 
-    start_step = 0
-    if checkpoint is not None:
-        start_step = int(_read_json(checkpoint / "trainer_state.json").get("global_step", 0))
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    result = trainer.train(resume_from_checkpoint=str(prep.checkpoint) if prep.checkpoint else None)
     train_seconds = time.perf_counter() - started
     state = trainer.state
     session_tokens = state.num_input_tokens_seen - progress.start_tokens
     history, after = _eval_history(trainer)
 
     adapter_dir = out / ADAPTER
-    weights = save_adapter(trainer, tokenizer, base, config, record, adapter_dir)
+    weights = save_adapter(trainer, tokenizer, prep.base, config, prep.record, adapter_dir, launch)
+    if not launch.is_main:
+        return None
     merged_dir = None
     if config.merge:
         from tuning.merge import merge_adapter
@@ -408,19 +500,24 @@ def train(
             console.print("merging the adapter into the base model ...")
         merged_dir = merge_adapter(adapter_dir, out / MERGED)
 
+    train_stats, eval_stats = prep.train_stats, prep.eval_stats
     summary = {
         "data": data_source,
-        "data_digest": record.digest,
-        "base_model": base,
+        "data_digest": prep.record.digest,
+        "base_model": prep.base,
         "prompt_format": config.prompt_format,
         "examples": {"train": train_stats.as_dict(), "held_out": eval_stats.as_dict()},
         "truncated": train_stats.overlength + eval_stats.overlength,
         "overlength_policy": config.overlength,
         "steps": int(state.global_step),
-        "resumed_from_step": start_step,
+        "resumed_from_step": prep.start_step,
         "max_steps": int(state.max_steps),
         "epochs": round(float(state.epoch or 0.0), 4),
-        "effective_batch_size": config.batch_size * config.gradient_accumulation_steps,
+        "world_size": launch.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "per_device_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "effective_batch_size": config.batch_size * config.gradient_accumulation_steps * launch.world_size,
         "wall_time_s": round(train_seconds, 2),
         "tokens": int(state.num_input_tokens_seen),
         "tokens_this_session": int(session_tokens),
@@ -432,6 +529,7 @@ def train(
         "adapter": str(adapter_dir),
         "adapter_weights": weights,
         "merged": str(merged_dir) if merged_dir else None,
+        "contamination": contamination if contamination is not None else {"checked": False},
         "finished_at": time.time(),
     }
     write_json_atomic(out / "train_summary.json", summary)

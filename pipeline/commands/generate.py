@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pipeline.generate.protocol import RunOutcome
     from pipeline.run.rundir import RunState
     from pipeline.run.summary import RunSummary
-    from pipeline.teachers.usage import Usage
+    from pipeline.teachers.usage import ReplicaCounts, Usage
 
 
 @click.command()
@@ -256,6 +256,11 @@ class RichProgress(ProgressListener):
             self.progress.update(
                 self.main, completed=min(time.monotonic() - self.started, self.config.time_budget)
             )
+
+    def replicas(self, counts: dict[str, ReplicaCounts]) -> None:
+        from pipeline.teachers.usage import describe_replicas
+
+        self.progress.update(self.sub, info=describe_replicas(counts))
 
     def round_committed(self, row: dict[str, Any], state: RunState) -> None:
         from pipeline.generate.protocol import task_rejection_count

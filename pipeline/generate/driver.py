@@ -56,6 +56,8 @@ def drive_round(
             if index < opening:
                 opened += 1
         progress.requests_done(len(batch))
+        if teacher.usage.replicas:
+            progress.replicas(teacher.usage.replicas)
         if before < half <= opened:
             crash("mid_teacher", round_no)
         if before < opening == opened:

@@ -18,7 +18,7 @@ from pipeline.core.lines import LinePrinter, duration
 if TYPE_CHECKING:
     from pipeline.generate.config import GenerateConfig
     from pipeline.run.rundir import RunState
-    from pipeline.teachers.usage import Usage
+    from pipeline.teachers.usage import ReplicaCounts, Usage
 
 
 class ProgressListener:
@@ -42,6 +42,9 @@ class ProgressListener:
 
     def requests_done(self, count: int) -> None:
         """`count` more requests of the current round are answered."""
+
+    def replicas(self, counts: dict[str, ReplicaCounts]) -> None:
+        """An HTTP teacher's replicas as they stand: requests, failures and concurrency limit of each."""
 
     def round_committed(self, row: dict[str, Any], state: RunState) -> None:
         """A round was committed (`row` is its line in state.json)."""

@@ -38,17 +38,20 @@ class _Strict(BaseModel):
 
 
 class ReplicaUsage(_Strict):
-    """Attempts sent to one base URL of an HTTP teacher, and how many of them failed."""
+    """One replica of an HTTP teacher: attempts sent to it, how many failed, and its concurrency limit
+    (requests it may have open: adaptive, AIMD) at the end of the round."""
 
-    requests: NonNegativeInt = 0
-    failures: NonNegativeInt = 0
+    requests: NonNegativeInt
+    failures: NonNegativeInt
+    concurrency: NonNegativeInt = 0
 
 
 class TeacherUsage(_Strict):
     """The teacher's work and time: requests asked, answered from the cache, tokens, money, seconds.
 
     Tokens and cost cover only calls that reached the teacher; `seconds` is time spent in teacher
-    calls and `tokens_per_s` the completion tokens per such second.
+    calls and `tokens_per_s` the completion tokens per such second. `replicas` (HTTP teachers only):
+    per base URL.
     """
 
     requests: NonNegativeInt
@@ -59,15 +62,12 @@ class TeacherUsage(_Strict):
     seconds: NonNegativeFloat
     tokens_per_s: NonNegativeFloat
     retries: NonNegativeInt = 0
-    replicas: dict[str, ReplicaUsage] = Field(
-        default_factory=dict, description="per base URL of an HTTP teacher (absent in-process)"
-    )
+    replicas: dict[str, ReplicaUsage] | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_no_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """An in-process teacher has no replicas: its rows keep the keys they always had."""
+    def _only_http_teachers_have_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if not data.get("replicas"):
+        if data.get("replicas") is None:
             data.pop("replicas", None)
         return data
 
@@ -102,16 +102,19 @@ class Totals(TeacherUsage):
         by_reason: Counter[str] = Counter()
         by_stage: Counter[str] = Counter()
         labels: Counter[str] = Counter()
-        replicas: dict[str, ReplicaUsage] = {}
         for row in rows:
-            for url, used in row.replicas.items():
-                was = replicas.get(url, ReplicaUsage())
-                replicas[url] = ReplicaUsage(
-                    requests=was.requests + used.requests, failures=was.failures + used.failures
-                )
             by_reason.update(row.rejected)
             by_stage.update(row.rejected_by_stage)
             labels.update(row.classification)
+        replicas: dict[str, ReplicaUsage] = {}
+        for row in rows:  # attempts and failures add up; the concurrency is the latest round's
+            for url, used in (row.replicas or {}).items():
+                before = replicas.get(url, ReplicaUsage(requests=0, failures=0))
+                replicas[url] = ReplicaUsage(
+                    requests=before.requests + used.requests,
+                    failures=before.failures + used.failures,
+                    concurrency=used.concurrency,
+                )
         return cls(
             requests=sum(r.requests for r in rows),
             cache_hits=sum(r.cache_hits for r in rows),
@@ -121,7 +124,7 @@ class Totals(TeacherUsage):
             seconds=seconds,
             tokens_per_s=round(completion / seconds, 1) if seconds > 0 else 0.0,
             retries=sum(r.retries for r in rows),
-            replicas=replicas,
+            replicas=replicas or None,
             candidates=sum(r.candidates for r in rows),
             kept=sum(r.kept for r in rows),
             rejected_by_reason=dict(by_reason.most_common()),

@@ -34,9 +34,17 @@ class EngineOptions(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="share of device memory for the engine (capped at 0.5 on CPU)"
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (each layer split)")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="stages one engine spans (its layers split); with ray, across nodes"
+    )
     data_parallel_size: int = Field(
         1, ge=1, description="engine replicas in one server; the in-process teacher needs 1"
+    )
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None,
+        description="how an engine's workers run: mp (processes on this node) or ray (a Ray cluster, "
+        "for a model larger than one node); default: vLLM's choice",
     )
     enforce_eager: bool = Field(False, description="no CUDA graphs / compilation (always on on CPU)")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
@@ -62,7 +70,15 @@ class TeacherConfig(BaseModel):
     model: str = Field("bundled", description="a HF folder or hub name; 'bundled' = the embedded SmolLM2")
     base_urls: list[str] = Field(default_factory=list, description="openai backend: one or more .../v1 URLs")
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(64, ge=1)
+    concurrency: int = Field(
+        64, ge=1, description="openai backend: the most requests open at once on one replica (base URL)"
+    )
+    adaptive_concurrency: bool = Field(
+        True,
+        description="openai backend: each replica starts at a few requests at once and finds its own "
+        "limit up to `concurrency` (more while answers come back, fewer on 429/503/timeouts); "
+        "false starts every replica at `concurrency` (overloads still lower it)",
+    )
     max_retries: int = Field(6, ge=0)
     timeout_s: float = Field(600.0, gt=0.0)
     retry_base_s: float = Field(0.5, ge=0.0, description="first backoff delay; doubles per retry")

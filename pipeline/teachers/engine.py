@@ -124,8 +124,12 @@ def engine_kwargs(options: EngineOptions, model_path: str, machine: Machine, **e
         "enable_prefix_caching": options.enable_prefix_caching,
         "seed": options.seed,
     }
+    if options.pipeline_parallel_size != 1:
+        out["pipeline_parallel_size"] = options.pipeline_parallel_size
     if options.data_parallel_size != 1:
         out["data_parallel_size"] = options.data_parallel_size
+    if options.distributed_executor_backend is not None:
+        out["distributed_executor_backend"] = options.distributed_executor_backend
     if options.max_model_len is not None:
         out["max_model_len"] = options.max_model_len
     if options.kv_cache_memory_gib is not None:

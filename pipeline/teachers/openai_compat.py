@@ -1,8 +1,10 @@
 """Any OpenAI-compatible server as the teacher: vLLM's own server, several replicas, or a hosted API.
 
-Requests run concurrently (bounded by a semaphore) on the async `openai` client, spread over the
-base URLs by `ReplicaRouter`: least in-flight among healthy replicas, failing ones benched and their
-retries sent elsewhere. Delivering an answer may wait on the cache's disk write: it is awaited
+Requests run concurrently on the async `openai` client, spread over the base URLs by `ReplicaRouter`:
+least in-flight among healthy replicas, failing ones benched and their retries sent elsewhere. Each
+replica has its own concurrency limit, at most `concurrency`, found by AIMD (`aimd.py`): it grows
+while answers come back and shrinks on 429 / 503 / timeouts; a request waits while every replica that
+is up is at its limit. `usage.replicas` follows each replica's requests, failures and limit live. Delivering an answer may wait on the cache's disk write: it is awaited
 (`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
 (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and fitting
 `max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +42,8 @@ from pipeline.teachers.retry import (
     classify,
     error_text,
     fitted_max_tokens,
+    is_full_refusal,
+    is_overload,
     parse_context_overflow,
     retry_wait,
 )
@@ -47,6 +52,8 @@ from pipeline.teachers.usage import Usage
 
 BACKEND = "openai"
 PLACEHOLDER_KEY = "EMPTY"
+SLOT_WAIT_S = 0.5
+"""Longest wait for a free slot before looking again (a stop or a bench ending is noticed by then)."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,16 @@ class OpenAITeacher(Teacher):
         self.api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
         # Kept across batches: a replica benched in one round stays benched into the next.
         self.router = ReplicaRouter(
-            config.base_urls, bench_base_s=config.retry_base_s, bench_max_s=config.retry_max_s
+            config.base_urls,
+            bench_base_s=config.retry_base_s,
+            bench_max_s=config.retry_max_s,
+            max_concurrency=config.concurrency,
+            adaptive=config.adaptive_concurrency,
         )
+        self.usage.replicas = self.router.counts()
         self._rng = rng or random.Random()
+        self._slot_freed: asyncio.Event | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         asyncio.run(self._stream(queue, deliver))
@@ -118,13 +132,30 @@ class OpenAITeacher(Teacher):
     async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         import openai
 
+        if self._tls is None:
+            self._tls = tls_context()
+        # A connection pool per replica (one shared pool slows down as it grows: it scans its
+        # connections per request), each keeping a connection alive for every request it may have open.
+        per_replica = self.config.concurrency
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=max(per_replica, openai.DEFAULT_CONNECTION_LIMITS.max_connections or 0),
+            max_keepalive_connections=per_replica,
+        )
         clients = {
             replica.url: openai.AsyncOpenAI(
-                base_url=replica.url, api_key=self.api_key, max_retries=0, timeout=self.config.timeout_s
+                base_url=replica.url,
+                api_key=self.api_key,
+                max_retries=0,
+                timeout=self.config.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    limits=limits, timeout=self.config.timeout_s, verify=self._tls
+                ),
             )
             for replica in self.router.replicas
         }
-        gate = asyncio.Semaphore(self.config.concurrency)
+        # Every replica at its maximum: the most requests that can be open (the limits do the rest).
+        gate = asyncio.Semaphore(per_replica * len(self.router.replicas))
+        self._slot_freed = asyncio.Event()
         stop = asyncio.Event()
         errors: list[Exception] = []
         running: set[asyncio.Task] = set()
@@ -177,6 +208,9 @@ class OpenAITeacher(Teacher):
                 return None
             route = self.router.route(time.monotonic(), avoid=failed_on)
             replica = route.replica
+            if replica is None:  # every replica that is up is at its limit: wait for a request to end
+                await self._wait_for_slot(stop)
+                continue
             # A retry that another healthy replica can take goes now; on the same one it backs off.
             owed = 0.0 if failed_on is not None and replica.url != failed_on else backoff
             wait = max(owed, route.wait_s)
@@ -215,26 +249,49 @@ class OpenAITeacher(Teacher):
                 attempt - 1, self.config.retry_base_s, self.config.retry_max_s, outcome.retry_after, self._rng
             )
 
+    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+        """Until a request ends somewhere (a slot frees, or a replica's verdict changes the route).
+
+        The event loop is one thread and nothing awaits between the router's answer and the wait,
+        so no ending can slip in between; the timeout only bounds how long a stop goes unnoticed.
+        """
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), SLOT_WAIT_S)
+
+    def _ended(self) -> None:
+        self.usage.replicas = self.router.counts()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
     async def _attempt(
         self, request: Request, replica: ReplicaState, client: Any, max_tokens: int
     ) -> Completion | Failure:
         """One call on one replica, the router told how it went; a failure is returned, not raised."""
-        self.router.sent(replica)
+        epoch = self.router.sent(replica)
         try:
             kwargs = request_kwargs(request, self.api_model, max_tokens)
             response = await self._call(client, kwargs, request.is_chat)
             completion = self._completion(response, request)
         except asyncio.CancelledError:
             self.router.abandoned(replica)
+            self._ended()
             raise
         except Exception as exc:
             action, retry_after = classify(exc)
-            if action == "retry":
-                self.router.failed(replica, time.monotonic(), retry_after)
-            else:  # the server answered: it is the request that was refused
-                self.router.answered(replica)
+            if action != "retry":  # the server answered: it is the request that was refused
+                self.router.answered(replica, healthy=False)
+            elif is_full_refusal(exc) and retry_after is None:  # up, but full: fewer at once, no bench
+                self.router.refused(replica, epoch)
+            else:
+                overload = epoch if is_overload(exc) else None
+                self.router.failed(replica, time.monotonic(), retry_after, overload_epoch=overload)
+            self._ended()
             return Failure(exc, action, retry_after)
         self.router.answered(replica)
+        self._ended()
         return completion
 
     @staticmethod
@@ -263,6 +320,19 @@ class OpenAITeacher(Teacher):
             backend=BACKEND,
             model=self.identity.model,
         )
+
+
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every replica's client: loading the CA bundle takes ~0.1 s, which each new
+    client would otherwise pay again for every batch. The CA bundle the SDK's own client uses (certifi),
+    unless SSL_CERT_FILE names another."""
+    try:
+        import certifi
+
+        cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
+    except ImportError:
+        cafile = os.environ.get("SSL_CERT_FILE")
+    return ssl.create_default_context(cafile=cafile)
 
 
 def describe(exc: BaseException) -> str:

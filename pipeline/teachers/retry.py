@@ -127,6 +127,25 @@ def classify(exc: BaseException) -> tuple[Action, float | None]:
     return "fatal", None
 
 
+OVERLOAD_STATUS = {429, 503}
+
+
+def is_overload(exc: BaseException) -> bool:
+    """A sign that the server has more than it can take (429, 503, a timeout): fewer requests at once."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in OVERLOAD_STATUS
+
+
+def is_full_refusal(exc: BaseException) -> bool:
+    """429: the server is up and refused this request only because it is full (not a failure to bench)."""
+    import openai
+
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 429
+
+
 def shrink_max_tokens(max_tokens: int) -> int:
     return max(1, int(max_tokens * SHRINK_FACTOR))
 

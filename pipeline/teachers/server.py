@@ -63,11 +63,23 @@ def server_command(options: ServerOptions, model_path: str, machine: Machine) ->
 
 
 class VLLMServer:
-    """One running api_server; `start()` returns once `/health` answers, `stop()` ends the whole group."""
+    """One running api_server; `start()` returns once `/health` answers, `stop()` ends the whole group.
 
-    def __init__(self, options: ServerOptions, log_path: str | Path):
+    `env` is added to the server's environment (a replica's devices or core binding, the API key);
+    `cpus` confines the whole server process group to those cores (empty: no restriction).
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        log_path: str | Path,
+        env: dict[str, str] | None = None,
+        cpus: tuple[int, ...] = (),
+    ):
         self.options = options
         self.log_path = Path(log_path)
+        self.env = dict(env or {})
+        self.cpus = cpus
         self.process: subprocess.Popen | None = None
 
     @property
@@ -79,12 +91,29 @@ class VLLMServer:
         return f"http://{self.options.host}:{self.options.port}/health"
 
     def start(self, timeout_s: float = 600.0) -> str:
+        self.launch()
+        try:
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def launch(self) -> None:
+        """Start the server process and return at once (`wait_healthy` waits for it to serve)."""
         model_path = resolve_model(self.options.model)
         machine = Machine.detect()
         # The server's INFO lines go to its log file, where they explain a failed start.
-        env = {"VLLM_LOGGING_LEVEL": "INFO", **os.environ, **engine_env(model_path, machine)}
+        env = {"VLLM_LOGGING_LEVEL": "INFO", **os.environ, **engine_env(model_path, machine), **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        cpus = self.cpus
+
+        def child_setup() -> None:  # in the child, before exec
+            _die_with_parent()
+            if cpus and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, cpus)
+
         try:
             self.process = subprocess.Popen(
                 server_command(self.options, model_path, machine),
@@ -93,16 +122,10 @@ class VLLMServer:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=child_setup,
             )
         finally:
             log.close()
-        try:
-            self.wait_healthy(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self.base_url
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

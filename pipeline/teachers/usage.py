@@ -2,7 +2,8 @@
 
 Token counts and cost cover only calls actually made (cache hits are free); `requests` counts every
 request asked for. `since` gives per-round figures from two snapshots of the same running total.
-`replicas` holds, per base URL of an HTTP teacher, the attempts sent there and how many failed.
+`replicas` holds, per base URL of an HTTP teacher, the attempts sent there, how many failed, and its
+current concurrency limit.
 """
 
 from __future__ import annotations
@@ -22,11 +23,27 @@ class Answered(Protocol):
 
 @dataclass(frozen=True)
 class ReplicaCounts:
+    """Attempts sent to one replica and how many failed, and its concurrency limit when last seen."""
+
     requests: int = 0
     failures: int = 0
+    concurrency: int = field(default=0, compare=False)
+    """A gauge, not a count (the AIMD limit now): it does not take part in comparing counts."""
 
     def minus(self, earlier: ReplicaCounts) -> ReplicaCounts:
-        return ReplicaCounts(self.requests - earlier.requests, self.failures - earlier.failures)
+        return ReplicaCounts(
+            self.requests - earlier.requests, self.failures - earlier.failures, self.concurrency
+        )
+
+
+def describe_replicas(replicas: dict[str, ReplicaCounts]) -> str:
+    """One short line for a live display: per replica (host:port) its requests, failures and limit."""
+    parts = []
+    for url, counts in replicas.items():
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        failed = f" ({counts.failures} failed)" if counts.failures else ""
+        parts.append(f"{host} {counts.requests} req{failed} at {counts.concurrency}")
+    return " · ".join(parts)
 
 
 @dataclass
