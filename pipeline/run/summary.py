@@ -5,7 +5,8 @@ it with `RunDir.write_summary`; every reader gets it back validated from `Run.su
 readers share these models, so a field cannot be renamed on one side only: an old or hand-edited
 file fails to read with its file and field named, instead of being read back as zeros.
 
-The file's keys are those the untyped summary always had; `totals.retries` is new (0 when absent).
+The file's keys are those the untyped summary always had; `totals.retries` is new (0 when absent), and
+with an HTTP teacher each round and the totals have `replicas` (requests and failures per base URL).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from pipeline.run.schemas import TeacherIdentity
 from pipeline.run.state import RunState
@@ -26,6 +36,13 @@ Counts = dict[str, NonNegativeInt]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ReplicaUse(_Strict):
+    """One base URL of an HTTP teacher: attempts sent there, and how many of them failed."""
+
+    requests: NonNegativeInt
+    failures: NonNegativeInt
 
 
 class TeacherUsage(_Strict):
@@ -43,6 +60,15 @@ class TeacherUsage(_Strict):
     seconds: NonNegativeFloat
     tokens_per_s: NonNegativeFloat
     retries: NonNegativeInt = 0
+    replicas: dict[str, ReplicaUse] = Field(default_factory=dict, description="HTTP teachers only")
+
+    @model_serializer(mode="wrap")
+    def _replicas_only_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An in-process teacher has no replicas: its summary keeps the keys it always had.
+        data = handler(self)
+        if not data.get("replicas"):
+            data.pop("replicas", None)
+        return data
 
 
 class RoundRow(TeacherUsage):
@@ -75,10 +101,13 @@ class Totals(TeacherUsage):
         by_reason: Counter[str] = Counter()
         by_stage: Counter[str] = Counter()
         labels: Counter[str] = Counter()
+        replicas: dict[str, Counter[str]] = {}
         for row in rows:
             by_reason.update(row.rejected)
             by_stage.update(row.rejected_by_stage)
             labels.update(row.classification)
+            for url, use in row.replicas.items():
+                replicas.setdefault(url, Counter()).update(use.model_dump())
         return cls(
             requests=sum(r.requests for r in rows),
             cache_hits=sum(r.cache_hits for r in rows),
@@ -88,6 +117,7 @@ class Totals(TeacherUsage):
             seconds=seconds,
             tokens_per_s=round(completion / seconds, 1) if seconds > 0 else 0.0,
             retries=sum(r.retries for r in rows),
+            replicas={url: ReplicaUse(**counts) for url, counts in replicas.items()},
             candidates=sum(r.candidates for r in rows),
             kept=sum(r.kept for r in rows),
             rejected_by_reason=dict(by_reason.most_common()),
