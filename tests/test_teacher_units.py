@@ -121,7 +121,9 @@ def test_summary_rounds_and_totals_keep_the_per_replica_counts():
         "a": ReplicaUsage(requests=6, failures=2),
         "b": ReplicaUsage(requests=6, failures=0),
     }
-    assert first.model_dump(mode="json")["replicas"] == {"a": {"requests": 5, "failures": 2, "concurrency": 0}}
+    assert first.model_dump(mode="json")["replicas"] == {
+        "a": {"requests": 5, "failures": 2, "concurrency": 0}
+    }
     assert "replicas" not in row(3, Usage()).model_dump(mode="json")  # in-process teachers: keys unchanged
 
 
