@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pipeline.core.yamlconfig import load_config
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.rounds import Reporter, run_generation
+from pipeline.generate.progress import ProgressListener
+from pipeline.generate.protocol import run_generation
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.usage import ReplicaCounts, describe_replicas
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from fake_replica import FakeReplica  # noqa: E402  (bench/fake_replica.py: the simulated replica)
 
 
-class Recorder(Reporter):
+class Recorder(ProgressListener):
     def __init__(self) -> None:
         self.seen: list[dict[str, ReplicaCounts]] = []
 
@@ -43,7 +44,7 @@ def test_summary_and_progress_show_requests_and_concurrency_per_replica(tmp_path
     config = load_config(REPO / "configs" / "default.yaml", GenerateConfig, overrides)
     recorder = Recorder()
     try:
-        run_generation(config, tmp_path / "run", reporter=recorder)
+        run_generation(config, tmp_path / "run", progress=recorder)
     finally:
         first.stop()
         second.stop()

@@ -161,7 +161,7 @@ KEPT = [
     (3, "Count the vowels in the word.", [("education", "5")], False),
 ]
 
-# (round, stage, reasons, instruction, candidate), as pipeline.generate.rounds records them
+# (round, stage, reasons, instruction, candidate), as pipeline.generate.recipe records them
 REJECTED = [
     (
         1,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -29,12 +30,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from crashing_cli import CRASH_EXIT_CODE
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import iter_jsonl
 from pipeline.generate.config import GenerateConfig
+from pipeline.generate.progress import LineProgress
 from pipeline.generate.prompts import CLASSIFY_SUFFIX
-from pipeline.generate.rounds import CRASH_ENV, CRASH_EXIT_CODE, run_generation
+from pipeline.generate.protocol import run_generation
 from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.quality.rouge import rouge_l
 from pipeline.run.reader import Run
@@ -262,6 +265,15 @@ class FakeTeacher(ThreadingHTTPServer):
         self.mode = mode
         self.calls: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
+        # Out-of-order answers: each reply waits 0-40 ms (drawn from the request), so replies overtake.
+        self.shuffle = False
+        # A straggler: the very first request is answered only once a classification request arrived
+        # (or after 10 s); `held_until_followup` says which happened.
+        self.hold_first = False
+        self.held_until_followup: bool | None = None
+        self.followup_seen = threading.Event()
+        self.arrivals = 0
+        self.answer_order: list[int] = []  # arrival numbers, in the order the replies were sent
 
     @property
     def url(self) -> str:
@@ -295,6 +307,14 @@ class _Handler(BaseHTTPRequestHandler):
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self.server.lock:
             self.server.calls[(self.headers.get("Authorization", ""), digest)] += 1
+            arrival = self.server.arrivals
+            self.server.arrivals += 1
+        if text.endswith(CLASSIFY_SUFFIX):
+            self.server.followup_seen.set()
+        if self.server.hold_first and arrival == 0:
+            self.server.held_until_followup = self.server.followup_seen.wait(10)
+        elif self.server.shuffle:
+            time.sleep(int(digest[:2], 16) / 255 * 0.04)
         try:
             reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
         except MalformedPrompt as err:
@@ -310,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
             obj = "text_completion"
+        with self.server.lock:
+            self.server.answer_order.append(arrival)
         self._send(
             200,
             {
@@ -591,6 +613,146 @@ def test_changed_config_is_refused_unless_forced(teacher_server, seeds_file, tmp
     assert stored["batch_size"] == 8
 
 
+# -- pipelined rounds, time budget, progress lines ---------------------------------------------------------
+def run_record(run_dir: Path) -> dict:
+    """Everything a run decided, timings and gauges left out: kept tasks, rejections in file order, round
+    figures. A replica's concurrency limit is a gauge of how the server coped (it follows the configured
+    concurrency), not something the run decided."""
+    run = RunDir(run_dir)
+    timing = {"seconds", "tokens_per_s", "wall_s"}
+
+    def decided(row: dict) -> dict:
+        out = {k: v for k, v in row.items() if k not in timing}
+        if "replicas" in out:
+            out["replicas"] = {
+                url: {k: v for k, v in used.items() if k != "concurrency"}
+                for url, used in out["replicas"].items()
+            }
+        return out
+
+    return {
+        "tasks": [t.model_dump(exclude={"created_at"}) for t in run.read_tasks()],
+        "rejections": [r.model_dump() for r in run.read_rejections()],
+        "rounds": [decided(row) for row in run.read_state().rounds],
+    }
+
+
+def with_concurrency(config: GenerateConfig, concurrency: int) -> GenerateConfig:
+    return config.model_copy(
+        update={"teacher": config.teacher.model_copy(update={"concurrency": concurrency})}
+    )
+
+
+def test_out_of_order_answers_give_the_same_run_as_in_order_ones(
+    teacher_server, seeds_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SI_FAKE_KEY", "in-order")
+    in_order = make_config(teacher_server, seeds_file, rounds=3)  # concurrency 1: answered as asked
+    run_generation(in_order, tmp_path / "in-order")
+    expected = run_record(tmp_path / "in-order")
+    assert expected["tasks"] and expected["rejections"]
+    assert teacher_server.answer_order == sorted(teacher_server.answer_order)
+
+    teacher_server.shuffle = True
+    teacher_server.answer_order.clear()
+    monkeypatch.setenv("SI_FAKE_KEY", "shuffled")
+    run_generation(with_concurrency(in_order, 16), tmp_path / "shuffled")
+    assert teacher_server.answer_order != sorted(teacher_server.answer_order), "no reply overtook another"
+    assert run_record(tmp_path / "shuffled") == expected
+    check_run(tmp_path / "shuffled", SEED_TEXTS)
+    assert set(teacher_server.calls_for("shuffled")) == set(teacher_server.calls_for("in-order"))
+
+
+def test_follow_ups_do_not_wait_for_the_slowest_reply(teacher_server, seeds_file, tmp_path, monkeypatch):
+    """No stage barrier: while one instruction reply is held back, the classification requests built
+    from the other replies are already sent (the held reply is released by their arrival)."""
+    monkeypatch.setenv("SI_FAKE_KEY", "straggler")
+    teacher_server.hold_first = True
+    config = with_concurrency(make_config(teacher_server, seeds_file, rounds=1), 8)
+    run_generation(config, tmp_path / "run")
+    assert teacher_server.held_until_followup is True
+    assert check_run(tmp_path / "run", SEED_TEXTS)["ids"]
+
+
+def test_a_time_budget_stops_after_a_committed_round_and_a_rerun_continues(
+    teacher_server, seeds_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SI_FAKE_KEY", "budget")
+    config = make_config(teacher_server, seeds_file, rounds=None, time_budget="0.001")
+    outcome = run_generation(config, tmp_path / "run")
+    assert outcome.stopped == "time_budget" and outcome.rounds_run == 1
+    first = check_run(tmp_path / "run", SEED_TEXTS)
+    assert first["state"].rounds_done == 1 and first["summary"]["kept_total"] == len(first["ids"])
+    again = run_generation(config, tmp_path / "run")
+    assert again.stopped == "time_budget" and again.rounds_run == 1
+    second = check_run(tmp_path / "run", SEED_TEXTS)
+    assert second["state"].rounds_done == 2 and second["ids"][: len(first["ids"])] == first["ids"]
+    assert all(n == 1 for n in teacher_server.calls_for("budget").values())
+    # The budget may change between invocations; with a round count, whichever comes first ends the run.
+    roomy = config.model_copy(update={"time_budget": 3600.0, "rounds": 2})
+    outcome = run_generation(roomy, tmp_path / "run")
+    assert outcome.stopped is None and outcome.rounds_run == 2
+    assert check_run(tmp_path / "run", SEED_TEXTS)["state"].rounds_done == 4
+
+
+LINE = re.compile(
+    r"generate: round (\d+) · requests (\d+)/(\d+) · kept (\d+) · [\d,]+ tok/s · elapsed \S+ · eta \S+$"
+)
+DONE = re.compile(
+    r"generate: round (\d+) done · kept (\d+) of (\d+) candidates \((\d+) in all\) · (\d+) requests · "
+    r"[\d,]+ tok/s · elapsed \S+ · eta \S+$"
+)
+
+
+def test_progress_lines_for_a_log(teacher_server, seeds_file, tmp_path, monkeypatch):
+    """Plain lines (interval 0: one per delivery) with requests done/asked, kept, tok/s, elapsed, ETA."""
+    monkeypatch.setenv("SI_FAKE_KEY", "lines")
+    out = io.StringIO()
+    with LineProgress(out, interval_s=0) as progress:
+        run_generation(make_config(teacher_server, seeds_file, rounds=2), tmp_path / "run", progress=progress)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "generate: run starts after round 0 (0 kept); 2 rounds"
+    state = RunDir(tmp_path / "run").read_state()
+    done = [DONE.match(line) for line in lines if DONE.match(line)]
+    assert [int(m[1]) for m in done] == [1, 2]
+    for m, row in zip(done, state.rounds, strict=True):
+        assert (int(m[2]), int(m[3]), int(m[5])) == (row["kept"], row["candidates"], row["requests"])
+    assert int(done[-1][4]) == state.kept_total
+    middle = [LINE.match(line) for line in lines if LINE.match(line)]
+    assert len(middle) + len(done) + 1 == len(lines)
+    for round_no, row in zip((1, 2), state.rounds, strict=True):
+        counts = [(int(m[2]), int(m[3])) for m in middle if int(m[1]) == round_no]
+        assert [d for d, _ in counts] == list(range(1, row["requests"] + 1))  # one line per answer
+        assert all(d <= asked <= row["requests"] for d, asked in counts) and counts[-1][1] == row["requests"]
+
+
+def test_generate_prints_progress_lines_when_stdout_is_not_a_terminal(baseline, teacher_server, tmp_path):
+    config, _ = baseline("self-instruct")
+    env = {**os.environ, "SI_FAKE_KEY": "not-a-tty"}
+    cmd = [sys.executable, "-m", "pipeline.cli", "generate", "--config", str(config)]
+    proc = subprocess.run(
+        [*cmd, "--run-dir", str(tmp_path / "a"), "--rounds", "2"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [DONE.match(line)[1] for line in proc.stdout.splitlines() if DONE.match(line)] == ["1", "2"]
+    # --json keeps stdout for the summary: the lines go to stderr. A tiny budget: one round, then a note.
+    proc = subprocess.run(
+        [*cmd, "--run-dir", str(tmp_path / "b"), "--time-budget", "0.001", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["rounds"]) == 1
+    assert [DONE.match(line)[1] for line in proc.stderr.splitlines() if DONE.match(line)] == ["1"]
+    assert "time budget (0s) spent after 1 rounds" in proc.stderr
+
+
 # -- killed runs (a real `selfinstruct generate` process) -------------------------------------------------
 def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str = "self-instruct") -> Path:
     path.write_text(
@@ -616,13 +778,12 @@ def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str =
 
 def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None, popen: bool = False):
     env = {**os.environ, "SI_FAKE_KEY": key}
-    env.pop(CRASH_ENV, None)
-    if crash:
-        env[CRASH_ENV] = crash
+    # A crash point is armed by a tests-only entry point that injects the hook, then runs the real CLI.
+    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        *entry,
         "generate",
         "--config",
         str(config),

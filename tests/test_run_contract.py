@@ -18,7 +18,7 @@ from pipeline.core.errors import InputFileError, UserError
 from pipeline.core.jsonio import append_jsonl, write_json_atomic
 from pipeline.core.yamlconfig import dump_config
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.rounds import prepare_run
+from pipeline.generate.protocol import prepare_run
 from pipeline.run.export import export_run, load_examples
 from pipeline.run.reader import Run
 from pipeline.run.rundir import RunDir, RunState

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pipeline.cli import main
 from pipeline.commands.serve import engine_options, serve
 from pipeline.core.errors import UserError
-from pipeline.generate.rounds import prepare_run
+from pipeline.generate.protocol import prepare_run
 from pipeline.run.rundir import RunDir, RunState
 from pipeline.run.schemas import TeacherIdentity
 from pipeline.teachers import EngineOptions, Request, SamplingParams, TeacherConfig, make_teacher

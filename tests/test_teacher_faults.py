@@ -22,6 +22,7 @@ from pipeline.core.errors import UserError
 from pipeline.teachers import (
     CachedTeacher,
     Request,
+    RequestQueue,
     SamplingParams,
     TeacherConfig,
     TeacherError,
@@ -469,3 +470,28 @@ def test_no_cache_makes_every_call(fake, tmp_path):
         make_teacher(config(server.url, cache=False), cache_dir=tmp_path).generate(prompts(2))
     assert len(server.received) == 4
     assert not (tmp_path / "teacher.jsonl").exists()
+
+
+def test_requests_added_while_answering_are_sent_in_the_same_call(fake, tmp_path):
+    """`answer` takes follow-ups from `deliver`: each first answer asks one more question at once,
+    and a second run gets all of them from the cache (hits deliver at once and add their own follow-ups)."""
+    server = fake()
+    for attempt in range(2):
+        teacher = make_teacher(config(server.url, concurrency=2, cache=True), cache_dir=tmp_path)
+        queue = RequestQueue(prompts(3))
+        asked = {i: f"prompt {i}" for i in range(3)}
+        got: dict[int, str] = {}
+
+        def deliver(batch, queue=queue, asked=asked, got=got):
+            for index, completion in batch:
+                got[index] = completion.texts[0]
+                if index < 3:
+                    text = f"follow-up to {index}"
+                    [new] = queue.add([Request(prompt=text, params=SamplingParams(max_tokens=50))])
+                    asked[new] = text
+
+        teacher.answer(queue, deliver)
+        assert len(queue) == 6 and sorted(got) == list(range(6))
+        assert got == {i: f"answer to {text} (max_tokens=50) #0" for i, text in asked.items()}
+        assert len(server.received) == 6  # the second run asked nothing
+        assert teacher.usage.cache_hits == (6 if attempt else 0)

@@ -107,6 +107,26 @@ def test_usage_keeps_per_replica_counts_per_round():
     }
 
 
+def test_summary_rounds_and_totals_keep_the_per_replica_counts():
+    from pipeline.run.summary import ReplicaUsage, RoundRow, Totals
+
+    def row(n: int, usage: Usage) -> RoundRow:
+        extra = {"candidates": 1, "kept": 1, "rejected": {}, "rejected_by_stage": {}, "classification": {}}
+        return RoundRow.model_validate({"round": n, **usage.as_dict(), **extra, "wall_s": 1.0})
+
+    first = row(1, Usage(replicas={"a": ReplicaCounts(5, 2)}))
+    second = row(2, Usage(replicas={"a": ReplicaCounts(1, 0), "b": ReplicaCounts(6, 0)}))
+    assert first.replicas == {"a": ReplicaUsage(requests=5, failures=2)}
+    assert Totals.of([first, second]).replicas == {
+        "a": ReplicaUsage(requests=6, failures=2),
+        "b": ReplicaUsage(requests=6, failures=0),
+    }
+    assert first.model_dump(mode="json")["replicas"] == {
+        "a": {"requests": 5, "failures": 2, "concurrency": 0}
+    }
+    assert "replicas" not in row(3, Usage()).model_dump(mode="json")  # in-process teachers: keys unchanged
+
+
 def test_backoff_grows_with_jitter_and_a_ceiling():
     rng = random.Random(0)
     delays = [backoff_delay(a, 0.5, 8.0, rng) for a in range(8)]

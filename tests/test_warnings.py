@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.core.warncapture import PipelineWarning, capture_warnings
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.rounds import run_generation
+from pipeline.generate.protocol import run_generation
 from pipeline.quality.dedup import DedupDisabledWarning
 from pipeline.run.schemas import Instance, SeedTask, TeacherIdentity
-from pipeline.teachers.base import Completion, Deliver, Request, Teacher
+from pipeline.teachers.base import Completion, Deliver, RequestQueue, Teacher
 from pipeline.teachers.config import TeacherConfig
 
 
@@ -55,17 +55,19 @@ class WarningTeacher(Teacher):
     def __init__(self) -> None:
         super().__init__(TeacherIdentity(backend="vllm", model="warning-teacher", fingerprint="x"))
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         warnings.warn("the engine says: sampling parameter rounded", UserWarning, stacklevel=1)
-        reply = Completion(
-            texts=["Describe a harbor at dawn.\n10. List three uses of salt."] * requests[0].params.n,
-            finish_reasons=["stop"] * requests[0].params.n,
-            prompt_tokens=10,
-            completion_tokens=10,
-            backend="vllm",
-            model="warning-teacher",
-        )
-        deliver([(i, reply) for i in range(len(requests))])
+        while taken := queue.take():  # a delivery may add follow-up requests: take until none is left
+            for index, request in taken:
+                reply = Completion(
+                    texts=["Describe a harbor at dawn.\n10. List three uses of salt."] * request.params.n,
+                    finish_reasons=["stop"] * request.params.n,
+                    prompt_tokens=10,
+                    completion_tokens=10,
+                    backend="vllm",
+                    model="warning-teacher",
+                )
+                deliver([(index, reply)])
 
 
 def test_generate_reports_ours_and_lets_the_engines_warnings_through(tmp_path: Path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +14,15 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from pipeline.core.console import console, make_progress
+from pipeline.core.lines import duration
+from pipeline.generate.progress import LineProgress, ProgressListener
 
 if TYPE_CHECKING:
     from pipeline.generate.config import GenerateConfig
-    from pipeline.generate.rounds import RunOutcome
+    from pipeline.generate.protocol import RunOutcome
     from pipeline.run.rundir import RunState
     from pipeline.run.summary import RunSummary
-    from pipeline.teachers.usage import ReplicaCounts
+    from pipeline.teachers.usage import ReplicaCounts, Usage
 
 
 @click.command()
@@ -56,6 +60,13 @@ if TYPE_CHECKING:
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Run this many more rounds.")
 @click.option("--until", type=click.IntRange(min=1), default=None, help="Run until this many kept tasks.")
 @click.option(
+    "--time-budget",
+    default=None,
+    metavar="DURATION",
+    help="Start no round once this much wall time is spent (600, 90s, 10m, 1h30m; 'none' lifts the "
+    "config's budget). With --rounds or --until, whichever comes first.",
+)
+@click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Instruction requests per round."
 )
 @click.option("--seed", type=int, default=None, help="The run's RNG seed.")
@@ -67,8 +78,15 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Show vLLM's own log lines on the terminal too (they always go to RUN_DIR/logs/engine.log).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print summary.json to stdout at the end; progress lines, if any, then go to stderr.",
+)
+@click.pass_context
 def generate(
+    ctx: click.Context,
     config_path: str | None,
     run_dir: str,
     method: str | None,
@@ -79,6 +97,7 @@ def generate(
     seeds: str | None,
     rounds: int | None,
     until: int | None,
+    time_budget: str | None,
     batch_size: int | None,
     seed: int | None,
     no_cache: bool,
@@ -89,13 +108,14 @@ def generate(
 ) -> None:
     """Generate instruction data from seed tasks with a teacher model (Self-Instruct or Alpaca recipe).
 
-    Each round sends one batch of requests and commits its results; a killed run resumes where it
-    stopped, and rerunning the same command grows the run by more rounds.
+    Each round commits its results; a killed run resumes where it stopped, and rerunning the same
+    command grows the run by more rounds. In a terminal the progress is a live display; otherwise
+    (a log, a pipe) it is a plain line at every round end and at least every 30 seconds.
     """
     from pipeline.core.errors import UserError
     from pipeline.core.yamlconfig import load_config
     from pipeline.generate.config import GenerateConfig
-    from pipeline.generate.rounds import NO_PROGRESS_STOP, run_generation
+    from pipeline.generate.protocol import NO_PROGRESS_STOP
 
     # A plain `kill` stops the run like Ctrl-C: the engine is shut down and everything committed stays.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -110,6 +130,7 @@ def generate(
         "seeds": seeds,
         "rounds": rounds,
         "until": until,
+        "time_budget": time_budget,
         "batch_size": batch_size,
         "seed": seed,
         "teacher.cache": False if no_cache else None,
@@ -118,18 +139,7 @@ def generate(
     if rounds is not None:
         config = config.model_copy(update={"until": None})
 
-    reporter = RichReporter(config, quiet=quiet)
-    with reporter:
-        outcome = run_generation(
-            config, run_dir, force=force, reporter=reporter, on_warning=reporter.warn, verbose=verbose
-        )
-    summary = outcome.summary
-    if summary is None:  # run_generation always writes one; this only narrows the type
-        raise RuntimeError("run_generation returned without a summary")
-    if not quiet:
-        print_summary(summary, outcome, run_dir)
-    if as_json:
-        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    outcome, summary = _run(ctx, config, run_dir, force=force, quiet=quiet, as_json=as_json, verbose=verbose)
     if outcome.stopped == NO_PROGRESS_STOP:
         raise UserError(
             f"stopped: {config.max_rounds_without_progress} rounds in a row kept no task "
@@ -138,64 +148,122 @@ def generate(
         )
 
 
+def _run(
+    ctx: click.Context,
+    config: GenerateConfig,
+    run_dir: str,
+    *,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    verbose: bool,
+) -> tuple[RunOutcome, RunSummary]:
+    """Run with the progress display the output calls for, then show (or print) the summary."""
+    from pipeline.generate.protocol import TIME_BUDGET_STOP, run_generation
+
+    # Test harnesses pass a crash hook in the click context (`main(obj={"crash_hook": ...})`).
+    crash_hook = ctx.obj.get("crash_hook") if isinstance(ctx.obj, dict) else None
+    progress = _progress_for(config, quiet=quiet, as_json=as_json)
+    with progress:
+        outcome = run_generation(
+            config,
+            run_dir,
+            force=force,
+            progress=progress,
+            on_warning=_warn,
+            crash_hook=crash_hook,
+            verbose=verbose,
+        )
+    summary = outcome.summary
+    if summary is None:  # run_generation always writes one; this only narrows the type
+        raise RuntimeError("run_generation returned without a summary")
+    if not quiet:
+        print_summary(summary, outcome, run_dir)
+        if outcome.stopped == TIME_BUDGET_STOP:
+            console.print(
+                f"time budget ({duration(config.time_budget or 0)}) spent after {outcome.rounds_run} rounds; "
+                "rerun the same command to continue"
+            )
+    if as_json:
+        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    return outcome, summary
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-class RichReporter:
+def _warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {text}")
+
+
+def _progress_for(config: GenerateConfig, *, quiet: bool, as_json: bool) -> ProgressListener:
+    """Nothing with --quiet; the live display in a terminal; plain lines otherwise (on stderr with
+    --json, which keeps stdout for the summary)."""
+    if quiet:
+        return ProgressListener()
+    if sys.stdout.isatty():
+        return RichProgress(config)
+    return LineProgress(sys.stderr if as_json else sys.stdout)
+
+
+class RichProgress(ProgressListener):
     """Live progress: round, kept/target, rejection rate with its top reasons, tokens/s, ETA."""
 
-    def __init__(self, config: GenerateConfig, *, quiet: bool = False):
+    def __init__(self, config: GenerateConfig):
         self.config = config
-        self.quiet = quiet
-        self.progress = make_progress(quiet=quiet, extra=(TextColumn("{task.fields[info]}"),))
+        self.progress = make_progress(extra=(TextColumn("{task.fields[info]}"),))
         self.main: Any = None
         self.sub: Any = None
-        self.round_no = 0
         self.reasons: Counter[str] = Counter()
         self.candidates = 0
         self.task_rejections = 0
         self.completion_tokens = 0
         self.seconds = 0.0
+        self.started = 0.0
 
-    def __enter__(self) -> RichReporter:
+    def __enter__(self) -> RichProgress:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def start(self, state: RunState, config: GenerateConfig) -> None:
+    def run_started(self, state: RunState, config: GenerateConfig, usage: Usage) -> None:
+        self.started = time.monotonic()
         if config.until is not None:
             total, done, what = config.until, min(state.kept_total, config.until), "kept"
+        elif config.rounds is not None or config.time_budget is None:
+            total, done, what = config.rounds or 1, 0, "rounds"
         else:
-            total, done, what = config.rounds, 0, "rounds"
+            total, done, what = round(config.time_budget), 0, "seconds"
         self.main = self.progress.add_task(
             what, total=total, completed=done, info=f"{state.kept_total} kept so far"
         )
-        self.sub = self.progress.add_task("teacher", total=1, completed=0, info="", visible=False)
+        self.sub = self.progress.add_task("  requests", total=0, completed=0, info="", visible=False)
 
-    def round_start(self, round_no: int) -> None:
-        self.round_no = round_no
-        if self.main is not None:
-            self.progress.update(self.main, description=f"round {round_no}")
+    def round_started(self, round_no: int) -> None:
+        self.progress.update(self.main, description=f"round {round_no}")
+        self.progress.reset(self.sub, total=0, visible=True, info="")
 
-    def step(self, label: str, total: int) -> None:
-        if self.sub is not None:
-            self.progress.reset(self.sub, total=total, description=f"  {label}", visible=True, info="")
+    def requests_added(self, count: int) -> None:
+        total = self.progress.tasks[self.sub].total or 0
+        self.progress.update(self.sub, total=total + count)
 
-    def advance(self, count: int) -> None:
-        if self.sub is not None:
-            self.progress.advance(self.sub, count)
+    def requests_done(self, count: int) -> None:
+        self.progress.advance(self.sub, count)
+        if self.config.until is None and self.config.rounds is None and self.config.time_budget is not None:
+            self.progress.update(
+                self.main, completed=min(time.monotonic() - self.started, self.config.time_budget)
+            )
 
     def replicas(self, counts: dict[str, ReplicaCounts]) -> None:
         from pipeline.teachers.usage import describe_replicas
 
-        if self.sub is not None:
-            self.progress.update(self.sub, info=describe_replicas(counts))
+        self.progress.update(self.sub, info=describe_replicas(counts))
 
-    def round_done(self, row: dict[str, Any], state: RunState) -> None:
-        from pipeline.generate.rounds import task_rejection_count
+    def round_committed(self, row: dict[str, Any], state: RunState) -> None:
+        from pipeline.generate.protocol import task_rejection_count
 
         self.candidates += row["candidates"]
         self.task_rejections += task_rejection_count(row)
@@ -207,16 +275,14 @@ class RichReporter:
         speed = self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
         target = f"/{self.config.until}" if self.config.until is not None else ""
         info = f"kept {state.kept_total}{target} · {rate:.0%} of candidates rejected (top: {top}) · {speed:,.0f} tok/s"
-        if self.main is not None:
-            if self.config.until is not None:
-                self.progress.update(self.main, completed=min(state.kept_total, self.config.until), info=info)
-            else:
-                self.progress.update(self.main, advance=1, info=info)
-        if self.sub is not None:
-            self.progress.update(self.sub, visible=False)
-
-    def warn(self, text: str) -> None:
-        console.print(f"[yellow]warning:[/yellow] {text}")
+        if self.config.until is not None:
+            self.progress.update(self.main, completed=min(state.kept_total, self.config.until), info=info)
+        elif self.config.rounds is not None or self.config.time_budget is None:
+            self.progress.update(self.main, advance=1, info=info)
+        else:
+            elapsed = min(time.monotonic() - self.started, self.config.time_budget)
+            self.progress.update(self.main, completed=elapsed, info=info)
+        self.progress.update(self.sub, visible=False)
 
 
 def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: str) -> None:

@@ -15,9 +15,10 @@ fast to go) may change between invocations. `rundir.config_differences` applies 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
@@ -25,6 +26,24 @@ from pipeline.teachers.config import TeacherConfig
 
 Method = Literal["self-instruct", "alpaca"]
 PromptStyle = Literal["completion", "chat"]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from `600`, `90s`, `10m`, `1h30m` (or None from `none`/`off`, which lift a budget)."""
+    text = text.strip().lower()
+    if text in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"not a duration: {text!r} (write seconds, or e.g. 90s, 10m, 1h30m)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 class Decoding(DecodingParams):
@@ -112,10 +131,19 @@ class GenerateConfig(BaseModel):
     classification_seeds_only: bool = Field(
         False, description="self-instruct: prompt with classification seeds only (more classification tasks)"
     )
-    rounds: int = Field(
-        1, ge=1, description="rounds to run in this invocation (each rerun runs this many more)"
+    rounds: int | None = Field(
+        None,
+        ge=1,
+        description="rounds to run in this invocation (each rerun runs this many more); with neither "
+        "`rounds`, `until` nor `time_budget`, one round",
     )
     until: int | None = Field(None, ge=1, description="instead of `rounds`: run until this many kept tasks")
+    time_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="wall time for this invocation, in seconds or as a duration (`10m`, `1h30m`, `90s`): "
+        "no round starts once it is spent; with `rounds` or `until`, whichever is reached first",
+    )
     max_rounds_without_progress: int = Field(
         20, ge=1, description="with `until`: stop after this many rounds in a row that keep nothing"
     )
@@ -132,6 +160,11 @@ class GenerateConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
@@ -150,7 +183,7 @@ class GenerateConfig(BaseModel):
         return 8 if self.method == "self-instruct" else 3
 
 
-RUN_LENGTH_KEYS = ("rounds", "until", "max_rounds_without_progress")
+RUN_LENGTH_KEYS = ("rounds", "until", "time_budget", "max_rounds_without_progress")
 
 FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,

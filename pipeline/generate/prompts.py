@@ -202,8 +202,10 @@ def instances_prompt(template: str, instruction: str) -> str:
     return few_shot_prompt(template, instruction, "\n")
 
 
-def request_seed(run_seed: int, round_no: int, stage: str, index: int) -> int:
-    """A sampling seed per request from (run seed, round, stage, index): stable cache keys, reproducible draws."""
+def request_seed(run_seed: int, round_no: int, stage: str, index: int | str) -> int:
+    """A sampling seed per request from (run seed, round, stage, index): stable cache keys, reproducible draws.
+
+    `index` is the request's place in its round (an opening prompt's number, a candidate's key)."""
     digest = hashlib.sha256(f"{run_seed}:{round_no}:{stage}:{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 

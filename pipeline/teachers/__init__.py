@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.teachers.base import Completion, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import Completion, Request, RequestQueue, SamplingParams, Teacher, TeacherError
 from pipeline.teachers.cache import CachedTeacher
 from pipeline.teachers.config import EngineOptions, TeacherConfig
 from pipeline.teachers.usage import Usage
@@ -22,6 +22,7 @@ __all__ = [
     "Completion",
     "EngineOptions",
     "Request",
+    "RequestQueue",
     "SamplingParams",
     "Teacher",
     "TeacherConfig",

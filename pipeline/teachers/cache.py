@@ -32,7 +32,7 @@ from pathlib import Path
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.schemas import TeacherIdentity
-from pipeline.teachers.base import Completion, Deliver, Request, Teacher
+from pipeline.teachers.base import Completion, Deliver, Request, RequestQueue, Teacher
 
 CACHE_FILE = "teacher.jsonl"
 KEY_VERSION = 1
@@ -194,42 +194,52 @@ class CachedTeacher(Teacher):
         self.inner = teacher
         self.cache = CompletionCache(cache_dir)
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
-        keys = [cache_key(self.identity, r) for r in requests]
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
+        misses = RequestQueue()  # what the inner teacher is asked, in the order it was found missing
+        outer_index: list[int] = []  # miss index -> index in `queue`
+        keys: list[str] = []  # miss index -> cache key
         seen: dict[str, int] = defaultdict(int)
-        hits: list[tuple[int, Completion]] = []
-        misses: list[int] = []
-        for index, key in enumerate(keys):
-            found = self.cache.get(key, seen[key])
-            seen[key] += 1
-            if found is None:
-                misses.append(index)
-            else:
-                hits.append((index, found))
-        if hits:
-            deliver(hits)
-        if not misses:
-            return
+
+        def route() -> None:
+            """Answer new requests from the cache, pass the rest on; hits may add more, so loop."""
+            while new := queue.take():
+                hits: list[tuple[int, Completion]] = []
+                for index, request in new:
+                    key = cache_key(self.identity, request)
+                    found = self.cache.get(key, seen[key])
+                    seen[key] += 1
+                    if found is None:
+                        misses.add([request])
+                        outer_index.append(index)
+                        keys.append(key)
+                    else:
+                        hits.append((index, found))
+                if hits:
+                    deliver(hits)
 
         def store_and_deliver(batch: list[tuple[int, Completion]]) -> Awaitable[None] | None:
-            mapped = [(misses[local], completion) for local, completion in batch]
-            items = [(keys[index], completion) for index, completion in mapped]
+            mapped = [(outer_index[local], completion) for local, completion in batch]
+            items = [(keys[local], completion) for local, completion in batch]
             stored = self.cache.store(items)
             if not self.inner.awaits_delivery:
                 stored.result()
                 self.cache.remember(items)
                 deliver(mapped)
+                route()  # what `deliver` added: hits answered now, misses join the inner queue
                 return None
 
             async def once_stored() -> None:  # on the inner teacher's event loop, which awaits it
                 await asyncio.wrap_future(stored)
                 self.cache.remember(items)
                 deliver(mapped)
+                route()
 
             return once_stored()
 
-        with self.cache.writing():
-            self.inner.stream([requests[i] for i in misses], store_and_deliver)
+        route()
+        if len(misses):
+            with self.cache.writing():
+                self.inner.stream(misses, store_and_deliver)
 
     def close(self) -> None:
         self.inner.close()

@@ -10,6 +10,7 @@ is up is at its limit. `usage.replicas` follows each replica's requests, failure
 `max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
 starts, the calls already open are let finish and their answers delivered (and so cached), and then
 the run stops with a `TeacherError`.
+Requests added to the queue while it runs are launched as soon as the delivery that added them returns.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import (
+    Completion,
+    Deliver,
+    Request,
+    RequestQueue,
+    SamplingParams,
+    Teacher,
+    TeacherError,
+)
 from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.replicas import ReplicaRouter, ReplicaState
 from pipeline.teachers.retry import (
@@ -118,10 +127,10 @@ class OpenAITeacher(Teacher):
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
-        asyncio.run(self._stream(requests, deliver))
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
+        asyncio.run(self._stream(queue, deliver))
 
-    async def _stream(self, requests: list[Request], deliver: Deliver) -> None:
+    async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         import openai
 
         if self._tls is None:
@@ -150,6 +159,11 @@ class OpenAITeacher(Teacher):
         self._waiting.clear()
         stop = asyncio.Event()
         errors: list[Exception] = []
+        running: set[asyncio.Task] = set()
+
+        def launch() -> None:
+            for index, request in queue.take():
+                running.add(asyncio.create_task(one(index, request)))
 
         async def one(index: int, request: Request) -> None:
             try:
@@ -164,14 +178,18 @@ class OpenAITeacher(Teacher):
             except Exception as exc:  # a request failed for good, or `deliver` could not store an answer
                 errors.append(exc)
                 stop.set()
+                return
+            launch()  # what `deliver` added starts at once
 
-        tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        launch()
         try:
-            await asyncio.gather(*tasks)
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(done)
         finally:
-            for task in tasks:
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
             self.usage.replicas = self.router.counts()
             for client in clients.values():
                 await client.close()

@@ -4,15 +4,26 @@ All requests of a batch are enqueued before the engine runs (completion prompts 
 conversations alike), so vLLM schedules them together with prefix caching over the shared
 few-shot prefixes; we then drive the engine's step loop ourselves, exactly as `LLM.generate` does,
 only to hand each finished request to the cache the moment it exists instead of at the very end.
+Requests added to the queue meanwhile (follow-ups built from a finished reply) join the running
+batch between two steps.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.model import resolve_model
-from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import (
+    Completion,
+    Deliver,
+    Request,
+    RequestQueue,
+    SamplingParams,
+    Teacher,
+    TeacherError,
+)
 from pipeline.teachers.config import EngineOptions, TeacherConfig
 from pipeline.teachers.engine import Machine, engine_kwargs
 from pipeline.teachers.reaper import guard_descendants
@@ -108,6 +119,8 @@ class VLLMTeacher(Teacher):
         self.config = config
         self.log = log
         self._llm = llm
+        self.engine_busy_s = 0.0
+        """Wall seconds the engine had requests to work on (`bench/generate.py` derives its idle share)."""
 
     @property
     def llm(self) -> vllm.LLM:
@@ -115,44 +128,57 @@ class VLLMTeacher(Teacher):
             self._llm = build_llm(self.config.model, self.config.engine, log=self.log, machine=self.machine)
         return self._llm
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         llm = self.llm  # loads vLLM (and the model) on first use
-        from vllm.exceptions import VLLMClientError
-
         engine = llm.llm_engine
         index_of: dict[str, int] = {}  # external request id -> request index
         internal_of: dict[str, str] = {}  # external -> vLLM's internal id (external plus a random suffix)
-        text_idx = [i for i, r in enumerate(requests) if not r.is_chat]
-        chat_idx = [i for i, r in enumerate(requests) if r.is_chat]
+        busy_since: float | None = None
         try:
-            try:
-                if text_idx:
-                    ids = llm.enqueue(
-                        [requests[i].prompt for i in text_idx],
-                        [to_vllm_params(requests[i].params) for i in text_idx],
-                        use_tqdm=False,
-                    )
-                    self._remember(ids, text_idx, index_of, internal_of)
-                if chat_idx:
-                    ids = llm.enqueue_chat(
-                        [requests[i].messages for i in chat_idx],
-                        [to_vllm_params(requests[i].params) for i in chat_idx],
-                        use_tqdm=False,
-                    )
-                    self._remember(ids, chat_idx, index_of, internal_of)
-            except (VLLMClientError, ValueError) as exc:
-                # e.g. a prompt longer than max_model_len, or n > 1 with greedy decoding.
-                raise TeacherError(f"vLLM rejected a request: {exc}") from exc
-            while engine.has_unfinished_requests():
+            while True:
+                # Requests `deliver` added join the running batch before the next step.
+                self._enqueue(llm, queue.take(), index_of, internal_of)
+                if not engine.has_unfinished_requests():
+                    break
+                if busy_since is None:
+                    busy_since = time.perf_counter()
                 finished = [out for out in engine.step() if out.finished and out.request_id in index_of]
                 if finished:
                     for out in finished:
                         internal_of.pop(out.request_id, None)
                     deliver([(index_of.pop(out.request_id), self._completion(out)) for out in finished])
+                if not engine.has_unfinished_requests():
+                    self.engine_busy_s += time.perf_counter() - busy_since
+                    busy_since = None
         finally:
+            if busy_since is not None:
+                self.engine_busy_s += time.perf_counter() - busy_since
             if internal_of:
                 # Interrupted: drop what is still queued so the next batch starts clean.
                 engine.abort_request(list(internal_of.values()), internal=True)
+
+    def _enqueue(
+        self, llm: vllm.LLM, new: list[tuple[int, Request]], index_of: dict, internal_of: dict
+    ) -> None:
+        """Hand requests to the engine (completion prompts and chat conversations alike) without running it."""
+        from vllm.exceptions import VLLMClientError
+
+        text = [(i, r) for i, r in new if not r.is_chat]
+        chat = [(i, r) for i, r in new if r.is_chat]
+        try:
+            if text:
+                ids = llm.enqueue(
+                    [r.prompt for _, r in text], [to_vllm_params(r.params) for _, r in text], use_tqdm=False
+                )
+                self._remember(ids, [i for i, _ in text], index_of, internal_of)
+            if chat:
+                ids = llm.enqueue_chat(
+                    [r.messages for _, r in chat], [to_vllm_params(r.params) for _, r in chat], use_tqdm=False
+                )
+                self._remember(ids, [i for i, _ in chat], index_of, internal_of)
+        except (VLLMClientError, ValueError) as exc:
+            # e.g. a prompt longer than max_model_len, or n > 1 with greedy decoding.
+            raise TeacherError(f"vLLM rejected a request: {exc}") from exc
 
     @staticmethod
     def _remember(ids: list[str], indices: list[int], index_of: dict, internal_of: dict) -> None:
