@@ -110,9 +110,19 @@ def generate(
     if rounds is not None:
         config = config.model_copy(update={"until": None})
 
+    from pipeline.judge.hook import round_judge
+
     reporter = RichReporter(config, quiet=quiet)
-    with reporter:
-        outcome = run_generation(config, run_dir, force=force, reporter=reporter, on_warning=reporter.warn)
+    with reporter, round_judge(config.teacher, config.judge, run_dir, reporter) as (teacher, after_commit):
+        outcome = run_generation(
+            config,
+            run_dir,
+            force=force,
+            teacher=teacher,
+            reporter=reporter,
+            on_warning=reporter.warn,
+            after_commit=after_commit,
+        )
     if not quiet:
         print_summary(outcome, run_dir)
     if as_json:

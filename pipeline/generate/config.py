@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.judge.config import JudgeConfig
 from pipeline.quality.dedup import DedupConfig
 from pipeline.quality.filters import FilterConfig
 from pipeline.teachers.base import DecodingParams
@@ -133,6 +134,9 @@ class GenerateConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="the judge (`selfinstruct judge`; `enabled`: every round)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
@@ -155,6 +159,8 @@ RUN_LENGTH_KEYS = ("rounds", "until", "max_rounds_without_progress")
 
 FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
+    # judging scores kept tasks and never changes which tasks are kept
+    "judge",
     # where and how fast the teacher runs; none of these changes a completion or its cache key
     "teacher.base_urls",
     "teacher.api_key_env",

@@ -400,7 +400,7 @@ class Generator:
         **details: Any,
     ) -> bool:
         """Filter a candidate's instances; record what is dropped; False when none is left."""
-        kept, dropped = filter_instances(instances, self.config.filters)
+        kept, dropped = filter_instances(instances, self.config.filters, instruction=cand.instruction)
         if not kept:
             reasons = ["no_valid_instances"]
             for code in [c for p in problems for c in p.codes] + [c for _, codes in dropped for c in codes]:
@@ -619,11 +619,13 @@ def run_generation(
     teacher: Teacher | None = None,
     reporter: Reporter | None = None,
     on_warning: Callable[[str], None] | None = None,
+    after_commit: Callable[[RunState], None] | None = None,
 ) -> RunOutcome:
     """Run `config.rounds` more rounds (or until `config.until` kept tasks) in `run_dir`, committing each.
 
     With `teacher` given (an engine shared by tests), it is wrapped with the run's cache when
     `config.teacher.cache` and left open; otherwise the configured teacher is built and closed here.
+    `after_commit(state)` runs after each committed round (the judge's hook, `pipeline.judge.hook`).
     """
     run = RunDir(run_dir)
     reporter = reporter or Reporter()
@@ -659,7 +661,7 @@ def run_generation(
                 outcome.resumed_round = state.rounds_done + 1
             reporter.start(state, config)
             try:
-                outcome.stopped, outcome.rounds_run = _loop(gen, run, state, pending, config)
+                outcome.stopped, outcome.rounds_run = _loop(gen, run, state, pending, config, after_commit)
             finally:
                 if own_teacher:
                     teacher.close()
@@ -684,7 +686,12 @@ def run_generation(
 
 
 def _loop(
-    gen: Generator, run: RunDir, state: RunState, pending: dict[str, dict[str, str]], config: GenerateConfig
+    gen: Generator,
+    run: RunDir,
+    state: RunState,
+    pending: dict[str, dict[str, str]],
+    config: GenerateConfig,
+    after_commit: Callable[[RunState], None] | None = None,
 ) -> tuple[str | None, int]:
     """Run rounds until the run-length rule says stop; return (why it stopped early or None, rounds run)."""
     ran = stale = 0
@@ -733,6 +740,8 @@ def _loop(
             )
         )
         gen.reporter.round_done(row, state)
+        if after_commit is not None:
+            after_commit(state)
 
 
 def task_rejection_count(row: dict[str, Any]) -> int:
