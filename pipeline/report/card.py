@@ -152,7 +152,7 @@ def judge_section(judge: dict[str, Any] | None) -> str:
         for key in ("valid_instruction", "appropriate_input", "correct_output", "all_valid")
     ]
     text = (
-        f"### Judge\n\nEvery kept task was scored by a judge model: {who}. It answered the Self-Instruct "
+        f"### Judge\n\nThe kept tasks were judged by a model: {who}. It answered the Self-Instruct "
         "paper's three questions for each task (all its instances) and gave a 1-5 score; verdicts are in the "
         f"run's `judgments.jsonl`. {judge['scored']:,} of {judge['tasks']:,} tasks were scored"
     )

@@ -58,7 +58,7 @@ class Judgment(BaseModel):
     reason: str = Field("", description="the judge's sentence when scored; what went wrong otherwise")
     judge: TeacherIdentity
     prompt_version: str
-    task_digest: str = Field("", description="hash of the judged text: a changed task is judged again")
+    task_digest: str = Field(description="hash of the judged text: a verdict holds only for that text")
     parsed: Literal["json", "tolerant"] | None = Field(None, description="how the reply was read")
     reply: str = Field("", description="the judge's raw reply (clipped) when it was not usable")
     created_at: float = Field(default_factory=time.time)
@@ -114,13 +114,6 @@ class JudgeFilter:
     def active(self) -> bool:
         return self.min_score is not None or self.require_valid
 
-    def passes(self, judgment: Judgment | None) -> bool:
-        if judgment is None or not judgment.scored:
-            return False
-        if self.min_score is not None and (judgment.score or 0) < self.min_score:
-            return False
-        return not self.require_valid or judgment.all_valid
-
     def describe(self) -> str:
         parts = []
         if self.min_score is not None:
@@ -150,7 +143,7 @@ def select_tasks(
     kept = []
     for task in tasks:
         judgment = judgments.get(task.id)
-        if judgment is None or judgment.task_digest not in ("", task_digest(task)):
+        if judgment is None or judgment.task_digest != task_digest(task):
             counts["not_judged"] += 1
         elif not judgment.scored:
             counts["unscored"] += 1
@@ -172,9 +165,7 @@ def judgment_figures(
     the lowest-scored tasks, and which judge(s) gave the verdicts. Shares are over scored tasks."""
     by_id = {t.id: t for t in tasks}
     current = {
-        tid: j
-        for tid, j in judgments.items()
-        if tid in by_id and j.task_digest in ("", task_digest(by_id[tid]))
+        tid: j for tid, j in judgments.items() if tid in by_id and j.task_digest == task_digest(by_id[tid])
     }
     scored = [j for j in current.values() if j.scored]
     n = len(scored)
