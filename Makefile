@@ -20,6 +20,8 @@ ENGINE      ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/
 CONFIG      ?= configs/default.yaml
 RUN         ?= runs/default
 PYTEST_ARGS ?=
+# Extra flags for `selfinstruct train`: TRAIN_ARGS=--force starts the student over after the run grew.
+TRAIN_ARGS  ?=
 
 INDEX_ARGS  := $(if $(EXTRA_INDEX),--extra-index-url $(EXTRA_INDEX),)
 STAMP       := $(VENV)/.stamp-setup-$(ENGINE)
@@ -67,7 +69,7 @@ generate: $(STAMP)
 	$(BIN)/selfinstruct report $(RUN)
 
 train: $(STAMP)
-	$(BIN)/selfinstruct train --data $(RUN) --config configs/train.yaml --out $(RUN)/student
+	$(BIN)/selfinstruct train --data $(RUN) --config configs/train.yaml --out $(RUN)/student $(TRAIN_ARGS)
 	$(BIN)/selfinstruct evaluate --config configs/train.yaml --adapter $(RUN)/student/adapter --data $(RUN) --out $(RUN)/student/eval
 
 lint: $(STAMP)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.jsonio import read_jsonl  # noqa: E402
+from pipeline.core.jsonio import iter_jsonl  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "judge_calibration.jsonl"
 KEYS = ("valid_instruction", "appropriate_input", "correct_output", "all_valid")
@@ -55,7 +55,7 @@ def main() -> int:
     from pipeline.run.schemas import Instance, MachineTask, TeacherIdentity
     from pipeline.teachers import EngineOptions, TeacherConfig
 
-    rows = read_jsonl(args.data)
+    rows = [row for _, row in iter_jsonl(args.data)]
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="judge-bench-"))
     run = RunDir(run_dir)
     if not run.tasks_path.exists():

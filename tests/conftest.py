@@ -31,16 +31,19 @@ TEST_ENGINE = {"max_model_len": 4096, "gpu_memory_utilization": 0.3, "kv_cache_m
 
 
 @pytest.fixture(scope="session")
-def vllm_teacher():
+def vllm_teacher(tmp_path_factory):
     """Our `VLLMTeacher` on the bundled model, cache off (wrap it in `CachedTeacher(t, dir)` for caching).
 
     Its `usage` accumulates over the whole session: take `usage.copy()` before and `usage.since(...)` after.
+    vLLM's log lines go to `teacher.log.path` (a session temporary folder).
     """
     from pipeline.teachers import EngineOptions, TeacherConfig
+    from pipeline.teachers.runtime import EngineLog
     from pipeline.teachers.vllm_local import VLLMTeacher
 
     teacher = VLLMTeacher(
-        TeacherConfig(backend="vllm", model="bundled", cache=False, engine=EngineOptions(**TEST_ENGINE))
+        TeacherConfig(backend="vllm", model="bundled", cache=False, engine=EngineOptions(**TEST_ENGINE)),
+        log=EngineLog(tmp_path_factory.mktemp("engine") / "engine.log"),
     )
     try:
         yield teacher
@@ -56,18 +59,12 @@ def vllm_server(tmp_path_factory):
     which `TeacherConfig(backend="openai", model="bundled", base_urls=[url])` asks for. Stopped by PID
     (its whole process group) at the end of the session.
     """
+    from pipeline.teachers import EngineOptions
     from pipeline.teachers.server import ServerOptions, VLLMServer, free_port
 
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     server = VLLMServer(
-        ServerOptions(
-            model="bundled",
-            port=free_port(),
-            max_model_len=TEST_ENGINE["max_model_len"],
-            gpu_memory_utilization=TEST_ENGINE["gpu_memory_utilization"],
-            kv_cache_memory_gib=TEST_ENGINE["kv_cache_memory_gib"],
-        ),
-        log,
+        ServerOptions(model="bundled", port=free_port(), engine=EngineOptions(**TEST_ENGINE)), log
     )
     server.start(timeout_s=600)
     try:

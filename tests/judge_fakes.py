@@ -15,12 +15,18 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.core.jsonio import append_jsonl
-from pipeline.run.rundir import RunDir, RunState
+from pipeline.core.jsonio import append_jsonl, iter_jsonl
+from pipeline.run.rundir import RunDir
 from pipeline.run.schemas import Instance, MachineTask, TeacherIdentity
+from pipeline.run.state import RunState
+from pipeline.run.summary import RunSummary
 
 Answer = Callable[[dict], "tuple[int, str]"]
 TEACHER = TeacherIdentity(backend="openai", model="fake-teacher", fingerprint="")
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def body_key(body: dict) -> str:
@@ -153,7 +159,11 @@ def make_run(path: Path, tasks: list[MachineTask], rounds_done: int | None = Non
     run.write_config("method: self-instruct\n")
     append_jsonl(run.tasks_path, tasks)
     done = rounds_done if rounds_done is not None else max((t.round for t in tasks), default=0)
-    run.write_state(RunState(rounds_done=done, kept_total=sum(t.round <= done for t in tasks)))
+    state = RunState(rounds_done=done, kept_total=sum(t.round <= done for t in tasks))
+    run.write_state(state)
+    run.write_summary(
+        RunSummary.from_state(state, method="self-instruct", seeds_path="", seeds_count=0, teacher=TEACHER)
+    )
     return run.path
 
 

@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.core.errors import InputFileError, UserError
 from pipeline.core.yamlconfig import load_config
 from pipeline.generate.config import FREE_KEYS, GenerateConfig
-from pipeline.generate.rounds import prepare_run
+from pipeline.generate.protocol import prepare_run
 from pipeline.run.rundir import RunDir, config_differences
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -45,7 +45,8 @@ def test_presets_load(name):
         assert (
             cfg.method == "self-instruct" and cfg.teacher.backend == "vllm" and cfg.teacher.model == "bundled"
         )
-        assert cfg.until is None and cfg.rounds >= 1  # each `make generate` grows the run by `rounds`
+        # each `make generate` grows the run by about 9 minutes of rounds, on any machine
+        assert cfg.until is None and cfg.rounds is None and cfg.time_budget == 540
     if name == "alpaca":
         assert cfg.method == "alpaca"
     if name == "gpu":
@@ -106,6 +107,30 @@ def test_generate_cli_errors_exit_2(tmp_path):
     result = runner.invoke(main, ["generate", "--rounds", "0"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_time_budget_reads_durations_and_may_change_between_runs(tmp_path):
+    for text, seconds in [
+        ("600", 600),
+        ("90s", 90),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("1.5m", 90),
+        ("0.5", 0.5),
+    ]:
+        assert GenerateConfig(time_budget=text).time_budget == seconds
+    assert GenerateConfig(time_budget=120).time_budget == 120
+    assert load_config(CONFIGS / "default.yaml", GenerateConfig, {"time_budget": "none"}).time_budget is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: 4\ntime_budget: 10 minutes\n")
+    with pytest.raises(InputFileError, match=r'line 2, field "time_budget": .*not a duration'):
+        load_config(bad, GenerateConfig)
+    with pytest.raises(InputFileError, match='field "time_budget"'):
+        load_config(None, GenerateConfig, {"time_budget": "0"})
+    result = CliRunner().invoke(main, ["generate", "--time-budget", "soon", "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and 'command line, field "time_budget"' in result.output
+    base = GenerateConfig().model_dump(mode="json")
+    assert config_differences(base, GenerateConfig(time_budget="5m").model_dump(mode="json"), FREE_KEYS) == []
 
 
 def test_what_a_rerun_may_change():

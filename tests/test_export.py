@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import append_jsonl, read_jsonl
+from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.export import export_run, load_examples
 from pipeline.run.rundir import RunDir, RunState
 from pipeline.run.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
@@ -81,13 +81,13 @@ def test_alpaca_format_is_alpaca_data_json(run_dir, tmp_path):
 
 def test_jsonl_and_messages_formats(run_dir, tmp_path):
     export_run(run_dir, "jsonl", tmp_path / "data.jsonl")
-    rows = read_jsonl(tmp_path / "data.jsonl")
+    rows = [row for _, row in iter_jsonl(tmp_path / "data.jsonl")]
     assert len(rows) == 16 and {r["task_id"] for r in rows} == {
         f"r000{n}-000{k}" for n in (1, 2) for k in range(6)
     }
     assert sum(r["is_classification"] for r in rows) == 2
     export_run(run_dir, "messages", tmp_path / "messages.jsonl")
-    chats = read_jsonl(tmp_path / "messages.jsonl")
+    chats = [chat for _, chat in iter_jsonl(tmp_path / "messages.jsonl")]
     assert len(chats) == 16
     by_output = {c["messages"][1]["content"]: c["messages"] for c in chats}
     assert by_output["output 1.1"] == [

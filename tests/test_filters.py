@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from pipeline.quality.config import ALPACA_BLACKLIST_ADDITIONS, SELF_INSTRUCT_BLACKLIST
 from pipeline.quality.filters import (
-    ALPACA_BLACKLIST_ADDITIONS,
     INSTANCE_RULES,
     INSTRUCTION_RULES,
-    SELF_INSTRUCT_BLACKLIST,
     TASK_INSTANCE_RULES,
     FilterConfig,
     check_instance,

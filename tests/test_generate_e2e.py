@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.core.yamlconfig import load_config
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.rounds import run_generation
+from pipeline.generate.protocol import run_generation
 from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.quality.rouge import rouge_l
 from pipeline.run.rundir import TASK_STAGES, RunDir

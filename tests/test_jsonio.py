@@ -10,7 +10,11 @@ import sys
 import pytest
 
 from pipeline.core.errors import InputFileError
-from pipeline.core.jsonio import append_jsonl, read_jsonl, repair_tail, write_json_atomic
+from pipeline.core.jsonio import append_jsonl, iter_jsonl, repair_tail, write_json_atomic
+
+
+def read_jsonl(path, *, skip_torn_tail=False):
+    return [obj for _, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail)]
 
 
 def test_append_then_read_back(tmp_path):
@@ -61,3 +65,15 @@ def test_atomic_write_survives_a_kill_mid_write(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name != "state.json"] == [
         p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"
     ]
+
+
+def test_atomic_write_sets_the_plain_open_mode_without_touching_the_umask(tmp_path, monkeypatch):
+    def no_umask(mask: int) -> int:
+        raise AssertionError("os.umask is process-wide; an atomic write must not flip it")
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}\n")
+    monkeypatch.setattr(os, "umask", no_umask)
+    write_json_atomic(tmp_path / "atomic.json", {"a": 1})
+    assert (tmp_path / "atomic.json").stat().st_mode == plain.stat().st_mode
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -7,11 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from judge_fakes import make_run, make_task
+from judge_fakes import make_run, make_task, read_lines
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import read_jsonl
 from pipeline.run.judgments import JudgeFilter, Judgment, append_judgments, read_judgments, task_digest
 from pipeline.run.schemas import Instance, TeacherIdentity
 from tuning.data import load_splits
@@ -65,7 +64,7 @@ def judged_run(tmp_path):
 
 
 def ids(path) -> list[str]:
-    return sorted({row["task_id"] for row in read_jsonl(path)})
+    return sorted({row["task_id"] for row in read_lines(path)})
 
 
 def export(run, out, *flags) -> dict:
@@ -146,17 +145,13 @@ def test_train_data_filtered_on_the_training_side_only(judged_run):
 
 
 def test_report_has_the_paper_table_and_the_card_states_the_judge(judged_run):
-    from pipeline.core.jsonio import write_json_atomic
     from pipeline.report.card import render_card
-    from pipeline.report.figures import compute_report, load_run, load_run_seeds
+    from pipeline.report.figures import compute_report, load_run
     from pipeline.report.html import render_html
     from pipeline.report.plots import make_plots
 
-    write_json_atomic(
-        judged_run / "summary.json", {"method": "self-instruct", "kept_total": 12, "rounds": []}
-    )
     run = load_run(judged_run)
-    seeds_path, seeds = load_run_seeds(run)
+    seeds_path, seeds = run.source.seeds()
     figures = compute_report(run, seeds, seeds_path, sample=0, verb_method="simple")
     judge = figures["judge"]
     assert (

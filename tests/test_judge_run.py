@@ -24,11 +24,11 @@ from judge_fakes import (
     judge_yaml,
     make_run,
     make_task,
+    read_lines,
     verdict,
 )
 
 from pipeline.cli import main
-from pipeline.core.jsonio import read_jsonl
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.prompts import TASK_SCHEMA
 from pipeline.judge.runner import judge_new_tasks, judge_run
@@ -126,7 +126,7 @@ def test_hostile_judge_never_crashes_and_leaves_tasks_unscored_with_reasons(host
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["asked"] == 1
     assert {instruction_of(b).split()[0] for b in server.received[before:]} == {"server500"}
-    lines = read_jsonl(run / "judgments.jsonl")
+    lines = read_lines(run / "judgments.jsonl")
     assert Counter(line["task_id"] for line in lines)[failed.task_id] == 2 and len(lines) == len(HOSTILE) + 1
 
 
@@ -173,7 +173,7 @@ def test_killed_judge_resumes_without_asking_twice(tmp_path):
         release.set()
         first_answered = [body_key(b) for b in server.answered]
         assert len(first_answered) == 5
-        assert len(read_jsonl(run / "judgments.jsonl")) == 4  # the first batch only
+        assert len(read_lines(run / "judgments.jsonl")) == 4  # the first batch only
 
         before = len(server.received)
         result = subprocess.run(
@@ -184,7 +184,7 @@ def test_killed_judge_resumes_without_asking_twice(tmp_path):
         assert len(resumed) == 5 and not set(resumed) & set(first_answered)
         out = json.loads(result.stdout)
         assert out["asked"] == 6 and out["usage"]["cache_hits"] == 1  # the 5th answer came from the cache
-        lines = read_jsonl(run / "judgments.jsonl")
+        lines = read_lines(run / "judgments.jsonl")
         assert sorted(line["task_id"] for line in lines) == [f"r0001-{k:04d}" for k in range(10)]
         assert all(line["status"] == "scored" for line in lines)
     finally:
@@ -285,7 +285,7 @@ def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
             main, ["generate", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]
         )
         assert result.exit_code == 0, result.output
-        tasks = read_jsonl(tmp_path / "run" / "machine_tasks.jsonl")
+        tasks = read_lines(tmp_path / "run" / "machine_tasks.jsonl")
         current = read_judgments(tmp_path / "run")
         assert tasks and sorted(current) == sorted(t["id"] for t in tasks)
         assert all(j.status == "scored" for j in current.values())

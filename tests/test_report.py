@@ -1,8 +1,8 @@
 """`selfinstruct report`: every number in the figures is checked against the run's own files.
 
-The run directory here is our own small test data, written with the real schema models and JSONL
-writers in the exact layout `selfinstruct generate` produces (config.yaml, machine_tasks.jsonl,
-rejected.jsonl, state.json, summary.json). Expected values are recomputed in the tests from the raw
+The run directory here is our own small test data, written through the generator's own writer
+(`RunDir`'s files and commit point, `RunSummary` built from the committed state), so the report reads
+exactly what `selfinstruct generate` writes. Expected values are recomputed in the tests from the raw
 files, and the novelty scores from rouge-score's own scorer.
 """
 
@@ -25,14 +25,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.core.jsonio import append_jsonl, write_json_atomic, write_text_atomic
+from pipeline.core.jsonio import append_jsonl, write_text_atomic
 from pipeline.core.yamlconfig import dump_config
 from pipeline.generate.config import GenerateConfig
 from pipeline.report.card import infer_license, render_card, size_category
-from pipeline.report.figures import compute_report, load_run, load_run_seeds, sample_tasks
+from pipeline.report.figures import compute_report, load_run, sample_tasks
 from pipeline.report.html import SECTIONS
 from pipeline.report.verbs import analyze_verbs, leading_word, load_spacy
+from pipeline.run.reader import Run
+from pipeline.run.rundir import RunDir, RunState
 from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
+from pipeline.run.summary import RoundRow, RunSummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEACHER = TeacherIdentity(
@@ -158,7 +161,7 @@ KEPT = [
     (3, "Count the vowels in the word.", [("education", "5")], False),
 ]
 
-# (round, stage, reasons, instruction, candidate), as pipeline.generate.rounds records them
+# (round, stage, reasons, instruction, candidate), as pipeline.generate.recipe records them
 REJECTED = [
     (
         1,
@@ -261,9 +264,14 @@ ROUND_META = {  # round -> requests, cache_hits, prompt_tokens, completion_token
 }
 
 
-def write_run(run_dir: Path, seeds_path: Path) -> Path:
-    """A finished three-round run, laid out exactly as `selfinstruct generate` writes one."""
-    run_dir.mkdir(parents=True)
+def write_run(run_dir: Path, seeds_path: Path, *, keep_tasks: bool = True) -> Path:
+    """A finished three-round run, written by the generator's own writer in its commit order.
+
+    Per round: the kept tasks and the rejections are appended to the run's files, then state.json
+    (the commit point) is replaced through `RunDir`, then summary.json is rebuilt from the committed
+    state by `RunSummary.from_state`, exactly as `selfinstruct generate` does after each round. With
+    `keep_tasks=False` the run kept nothing, so, like a real one, it has no machine_tasks.jsonl.
+    """
     write_text_atomic(seeds_path, "")
     append_jsonl(
         seeds_path,
@@ -278,8 +286,10 @@ def write_run(run_dir: Path, seeds_path: Path) -> Path:
             for k, (text, inst, clf) in enumerate(SEEDS)
         ],
     )
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True)
     config = GenerateConfig(method="self-instruct", seeds=str(seeds_path), rounds=3, batch_size=8)
-    write_text_atomic(run_dir / "config.yaml", dump_config(config))
+    run.write_config(dump_config(config))
     per_round: Counter[int] = Counter()
     ids = []
     for rnd, *_ in KEPT:
@@ -300,82 +310,51 @@ def write_run(run_dir: Path, seeds_path: Path) -> Path:
             created_at=1_700_000_000.0 + k,
         )
         for k, (rnd, text, inst, clf) in enumerate(KEPT)
+        if keep_tasks
     ]
-    # Written in one batch per round, as the generator appends them.
-    for rnd in ROUND_META:
-        append_jsonl(run_dir / "machine_tasks.jsonl", [t for t in tasks if t.round == rnd])
+    state = RunState(teacher=TEACHER)
+    for rnd, (requests, hits, ptok, ctok, secs) in ROUND_META.items():
+        kept = [t for t in tasks if t.round == rnd]
+        rejected = [r for r in REJECTED if r[0] == rnd]
+        # Written in one batch per round, as the generator appends them.
+        append_jsonl(run.tasks_path, kept)
         append_jsonl(
-            run_dir / "rejected.jsonl",
+            run.rejected_path,
             [
                 Rejection(round=r, stage=stage, reasons=reasons, instruction=text, candidate=cand)
-                for r, stage, reasons, text, cand in REJECTED
-                if r == rnd
+                for r, stage, reasons, text, cand in rejected
             ],
         )
-    rounds = []
-    for rnd, (requests, hits, ptok, ctok, secs) in ROUND_META.items():
-        kept = sum(t.round == rnd for t in tasks)
-        rejected = [r for r in REJECTED if r[0] == rnd]
-        rounds.append(
-            {
-                "round": rnd,
-                "requests": requests,
-                "cache_hits": hits,
-                "prompt_tokens": ptok,
-                "completion_tokens": ctok,
-                "cost": None,
-                "seconds": secs,
-                "tokens_per_s": round(ctok / secs, 1),
-                "retries": 0,
-                "candidates": kept + sum(r[1] in TASK_LEVEL for r in rejected),
-                "kept": kept,
-                "rejected": dict(Counter(reason for r in rejected for reason in r[2])),
-                "rejected_by_stage": dict(Counter(r[1] for r in rejected)),
-                "classification": {"yes": sum(t.round == rnd and t.is_classification for t in tasks)},
-                "wall_s": secs + 3.0,
-            }
+        row = RoundRow(
+            round=rnd,
+            requests=requests,
+            cache_hits=hits,
+            prompt_tokens=ptok,
+            completion_tokens=ctok,
+            cost=None,
+            seconds=secs,
+            tokens_per_s=round(ctok / secs, 1),
+            retries=0,
+            candidates=len(kept) + sum(r[1] in TASK_LEVEL for r in rejected),
+            kept=len(kept),
+            rejected=dict(Counter(reason for r in rejected for reason in r[2])),
+            rejected_by_stage=dict(Counter(r[1] for r in rejected)),
+            classification={"yes": sum(t.is_classification for t in kept)},
+            wall_s=secs + 3.0,
         )
-    totals = {
-        key: sum(r[key] for r in rounds)
-        for key in (
-            "requests",
-            "cache_hits",
-            "prompt_tokens",
-            "completion_tokens",
-            "seconds",
-            "candidates",
-            "kept",
+        state.rounds.append(row.model_dump(mode="json"))
+        state.rounds_done = rnd
+        state.kept_total += len(kept)
+        run.write_state(state)
+        run.write_summary(
+            RunSummary.from_state(
+                state,
+                method="self-instruct",
+                seeds_path=str(seeds_path),
+                seeds_count=len(SEEDS),
+                teacher=TEACHER,
+            )
         )
-    }
-    totals["cost"] = None
-    totals["tokens_per_s"] = round(totals["completion_tokens"] / totals["seconds"], 1)
-    totals["rejected_by_reason"] = dict(Counter(reason for r in REJECTED for reason in r[2]))
-    totals["rejected_by_stage"] = dict(Counter(r[1] for r in REJECTED))
-    summary = {
-        "method": "self-instruct",
-        "teacher": TEACHER.model_dump(),
-        "seeds": {"path": str(seeds_path), "count": len(SEEDS)},
-        "rounds": rounds,
-        "totals": totals,
-        "kept_total": len(tasks),
-        "updated_at": 1_700_000_500.0,
-    }
-    write_json_atomic(run_dir / "summary.json", summary)
-    write_json_atomic(
-        run_dir / "state.json",
-        {
-            "version": 1,
-            "rounds_done": 3,
-            "kept_total": len(tasks),
-            "rng_state": [],
-            "fingerprints": {},
-            "teacher": TEACHER.model_dump(),
-            "rounds": rounds,
-            "created_at": 1_700_000_000.0,
-            "updated_at": 1_700_000_500.0,
-        },
-        indent=None,
-    )
     return run_dir
 
 
@@ -387,7 +366,7 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def figures(run_dir: Path) -> dict:
     run = load_run(run_dir)
-    path, seeds = load_run_seeds(run)
+    path, seeds = run.source.seeds()
     return compute_report(run, seeds, path, sample=5, verb_method="simple")
 
 
@@ -538,12 +517,13 @@ def test_sample_is_reproducible_and_drawn_from_kept_tasks(run_dir):
 
 
 def test_summary_disagreeing_with_files_is_reported(run_dir):
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["kept_total"] = 25
-    summary["totals"]["rejected_by_stage"]["dedup"] = 9
-    write_json_atomic(run_dir / "summary.json", summary)
+    writer = RunDir(run_dir)
+    summary = writer.summary()
+    summary.kept_total = 25
+    summary.totals.rejected_by_stage["dedup"] = 9
+    writer.write_summary(summary)
     run = load_run(run_dir)
-    path, seeds = load_run_seeds(run)
+    path, seeds = run.source.seeds()
     notes = compute_report(run, seeds, path, verb_method="simple")["notes"]
     assert any("25 kept tasks" in n and "holds 20" in n for n in notes)
     assert any("stage 'dedup'" in n and "holds 4" in n for n in notes)
@@ -763,13 +743,12 @@ def test_seeds_from_the_flag_override_the_config(run_dir, tmp_path):
 
 
 def test_null_seeds_in_config_means_the_project_default(run_dir):
-    from pipeline.report.figures import seeds_path_for
     from pipeline.run.seeds import default_seeds_path
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["seeds"] = None
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config))
-    assert seeds_path_for(load_run(run_dir)) == default_seeds_path()
+    assert Run.open(run_dir).seeds_path() == default_seeds_path()
 
 
 def test_missing_run_dir_is_exit_2(tmp_path):
@@ -807,14 +786,10 @@ def test_missing_seeds_file_is_exit_2(run_dir, tmp_path):
 @pytest.mark.parametrize("tasks_file", ["absent", "empty"])
 def test_a_run_with_nothing_kept_still_reports(tmp_path, tasks_file):
     """The writer appends only kept tasks: a run that kept none has no machine_tasks.jsonl at all."""
-    run_dir = write_run(tmp_path / "empty", tmp_path / "seeds.jsonl")
-    if tasks_file == "absent":
-        (run_dir / "machine_tasks.jsonl").unlink()
-    else:
+    run_dir = write_run(tmp_path / "empty", tmp_path / "seeds.jsonl", keep_tasks=False)
+    assert not (run_dir / "machine_tasks.jsonl").exists()
+    if tasks_file == "empty":
         write_text_atomic(run_dir / "machine_tasks.jsonl", "")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["kept_total"] = 0
-    write_json_atomic(run_dir / "summary.json", summary)
     result = CliRunner().invoke(main, ["report", str(run_dir), "--quiet", "--verbs", "simple"])
     assert result.exit_code == 0, result.output
     html = (run_dir / "report.html").read_text()

@@ -11,34 +11,46 @@ its cache, parsing, filters, dedup, rounds, run directory and CLI.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from crashing_cli import CRASH_EXIT_CODE
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import read_jsonl
+from pipeline.core.jsonio import iter_jsonl
 from pipeline.generate.config import GenerateConfig
+from pipeline.generate.progress import LineProgress
 from pipeline.generate.prompts import CLASSIFY_SUFFIX
-from pipeline.generate.rounds import CRASH_ENV, CRASH_EXIT_CODE, run_generation
+from pipeline.generate.protocol import run_generation
 from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.quality.rouge import rouge_l
+from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES, RunDir
 from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers.config import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
+
 
 VERBS = [
     "Describe",
@@ -120,17 +132,21 @@ PEOPLE = [
 ]
 
 
+def _long_instruction(rng: random.Random, noun: str) -> str:
+    return (
+        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {noun} near "
+        f"{rng.choice(NOUNS)} that {rng.choice(PEOPLE)} would {rng.choice(['enjoy', 'fear', 'study', 'build'])}"
+    )
+
+
 def _instruction(rng: random.Random) -> str:
     kind = rng.random()
     noun = rng.choice(NOUNS)
     if kind < 0.08:
         return f"Draw a picture of the {noun}."  # blacklisted word
-    if kind < 0.14:
+    if kind < 0.16:
         return f"Do {noun}."  # too short
-    return (
-        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {noun} near "
-        f"{rng.choice(NOUNS)} that {rng.choice(PEOPLE)} would {rng.choice(['enjoy', 'fear', 'study', 'build'])}"
-    )
+    return _long_instruction(rng, noun)
 
 
 def _instances(instruction: str, rng: random.Random, clf: bool) -> str:
@@ -149,16 +165,66 @@ def _instances(instruction: str, rng: random.Random, clf: bool) -> str:
     return "".join(parts)
 
 
+# The exact shapes of our prompts. The fake teacher reads a prompt only if it has one of them, and
+# answers anything else with HTTP 400, which fails the run: a prompt whose new task does not read like
+# the examples before it (say `Task:\n <instruction>` after examples written `Task: <instruction>`)
+# cannot slip through. Each few-shot block is `Task: <one line>` and its lines; blocks are separated by
+# one blank line; the new task is the last block.
+_TASK_LINE = r"Task: \S[^\n]*\S"
+_CLASSIFY = re.compile(
+    rf"(?s)[^\n].*?\n\n(?:{_TASK_LINE}\nIs it classification\? (?:Yes|No)\n\n)+"
+    rf"Task: (?P<task>\S[^\n]*\S){re.escape(CLASSIFY_SUFFIX)}"
+)
+_INSTANCES = re.compile(
+    rf"(?s)[^\n].*?\n\n(?P<examples>(?:{_TASK_LINE}\n(?:[^\n]+\n)+\n)+)Task: (?P<task>\S[^\n]*\S)\n"
+)
+_ALPACA = re.compile(
+    r"(?s)[^\n].*List of 20 tasks:\n\n"
+    r"(?P<items>(?:###\n\d+\. Instruction: \S[^\n]*\n\d+\. Input:\n\S.*?\n\d+\. Output:\n\S.*?\n)+)"
+    r"###\n(?P<open>\d+)\. Instruction:"
+)
+_INSTRUCTION_LIST = re.compile(r"(?s)[^\n].*?\S\n(?P<items>(?:\d+\. \S[^\n]*\n)+)(?P<open>\d+)\.")
+
+
+class MalformedPrompt(ValueError):
+    """A prompt not in the exact shape of any of ours."""
+
+
+def _numbered_in_order(numbers: list[int], open_number: int) -> None:
+    if numbers != list(range(1, len(numbers) + 1)) or open_number != len(numbers) + 1:
+        raise MalformedPrompt(f"items numbered {numbers}, then {open_number}")
+
+
+def read_prompt(text: str) -> tuple[str, str]:
+    """(kind, what the teacher is asked about) for a prompt in one of our exact shapes."""
+    if match := _CLASSIFY.fullmatch(text):
+        return "classify", match["task"]
+    if match := _INSTANCES.fullmatch(text):
+        kind = "instances_clf" if "\nClass label: " in match["examples"] else "instances_gen"
+        return kind, match["task"]
+    if match := _ALPACA.fullmatch(text):
+        numbers = [int(n) for n in re.findall(r"###\n(\d+)\. Instruction: ", match["items"])]
+        _numbered_in_order(numbers, int(match["open"]))
+        return "alpaca", match["open"]
+    if match := _INSTRUCTION_LIST.fullmatch(text):
+        numbers = [int(n) for n in re.findall(r"^(\d+)\. ", match["items"], re.MULTILINE)]
+        _numbered_in_order(numbers, int(match["open"]))
+        return "instructions", match["items"]
+    raise MalformedPrompt(f"not one of our prompt shapes; it ends {text[-80:]!r}")
+
+
 def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str]:
-    """A deterministic reply to one prompt, shaped like a model's."""
+    """A deterministic reply to one prompt, shaped like a model's (raises MalformedPrompt)."""
+    kind, about = read_prompt(text)
     rng = random.Random(f"{seed}|{text}")
     if mode == "garbage":
         return rng.choice(["", "???", "lorem ipsum dolor", "\n\n"]), "stop"
-    if text.endswith(CLASSIFY_SUFFIX):
-        task = text[: -len(CLASSIFY_SUFFIX)].rsplit("Task:", 1)[1]
-        return (" Yes" if "Classify" in task or "Rank" in task else " No"), "stop"
-    if "List of 20 tasks" in text:
-        start = int(text.rsplit("###\n", 1)[1].split(".", 1)[0])
+    if kind == "classify":
+        return (" Yes" if "Classify" in about or "Rank" in about else " No"), "stop"
+    if kind in ("instances_clf", "instances_gen"):
+        return _instances(about, rng, clf=kind == "instances_clf"), "stop"
+    if kind == "alpaca":
+        start = int(about)
         items = []
         for k in range(rng.randint(1, 4)):
             number = start + k
@@ -172,20 +238,23 @@ def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str
         if rng.random() < 0.2:
             return reply + f"###\n{start + len(items)}. Instruction: Write", "length"
         return reply, "stop"
-    if text.endswith("\n") and "Task:" in text:
-        task = text.rsplit("Task:", 1)[1].strip()
-        return _instances(task, rng, clf="Class label:" in text), "stop"
-    # An instruction list: the prompt ends with the open number.
-    number = int(text.rstrip().rsplit("\n", 1)[1].rstrip("."))
-    shown = [line.split(". ", 1)[1] for line in text.split("\n") if line[:1].isdigit() and ". " in line]
-    items = []
-    for _ in range(rng.randint(1, 5)):
-        items.append(
-            rng.choice(shown) if rng.random() < 0.1 else _instruction(rng)
-        )  # a copy of a prompt task
+    # An instruction list: continue it from the open number.
+    shown = [line.split(". ", 1)[1] for line in about.splitlines()]
+    number = len(shown) + 1
+    if mode == "cut":
+        # Four whole tasks, and a fifth cut off mid-sentence by the length limit.
+        items = [_long_instruction(rng, rng.choice(NOUNS)) for _ in range(4)]
+        items.append(" ".join(_long_instruction(rng, rng.choice(NOUNS)).split()[:6]))
+        finish = "length"
+    else:
+        # Now and then a copy of a prompt task.
+        items = [
+            rng.choice(shown) if rng.random() < 0.1 else _instruction(rng) for _ in range(rng.randint(1, 5))
+        ]
+        finish = "length" if rng.random() < 0.15 else "stop"
     first = f"{number}. {items[0]}" if chat else f" {items[0]}"
     reply = first + "".join(f"\n{number + k}. {item}" for k, item in enumerate(items[1:], start=1))
-    return reply, ("length" if rng.random() < 0.15 else "stop")
+    return reply, finish
 
 
 class FakeTeacher(ThreadingHTTPServer):
@@ -196,6 +265,15 @@ class FakeTeacher(ThreadingHTTPServer):
         self.mode = mode
         self.calls: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
+        # Out-of-order answers: each reply waits 0-40 ms (drawn from the request), so replies overtake.
+        self.shuffle = False
+        # A straggler: the very first request is answered only once a classification request arrived
+        # (or after 10 s); `held_until_followup` says which happened.
+        self.hold_first = False
+        self.held_until_followup: bool | None = None
+        self.followup_seen = threading.Event()
+        self.arrivals = 0
+        self.answer_order: list[int] = []  # arrival numbers, in the order the replies were sent
 
     @property
     def url(self) -> str:
@@ -229,7 +307,21 @@ class _Handler(BaseHTTPRequestHandler):
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self.server.lock:
             self.server.calls[(self.headers.get("Authorization", ""), digest)] += 1
-        reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
+            arrival = self.server.arrivals
+            self.server.arrivals += 1
+        if text.endswith(CLASSIFY_SUFFIX):
+            self.server.followup_seen.set()
+        if self.server.hold_first and arrival == 0:
+            self.server.held_until_followup = self.server.followup_seen.wait(10)
+        elif self.server.shuffle:
+            time.sleep(int(digest[:2], 16) / 255 * 0.04)
+        try:
+            reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
+        except MalformedPrompt as err:
+            self._send(
+                400, {"error": {"message": f"malformed prompt: {err}", "type": "invalid_request_error"}}
+            )
+            return
         usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if chat:
@@ -238,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
             obj = "text_completion"
+        with self.server.lock:
+            self.server.answer_order.append(arrival)
         self._send(
             200,
             {
@@ -251,14 +345,22 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-@pytest.fixture()
-def teacher_server():
-    server = FakeTeacher()
+@contextlib.contextmanager
+def serve(mode: str = "good") -> Iterator[FakeTeacher]:
+    server = FakeTeacher(mode)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def teacher_server():
+    with serve() as server:
+        yield server
 
 
 SEED_TEXTS = [
@@ -341,6 +443,8 @@ def check_run(run_dir: Path, seeds: list[str]) -> dict:
     summary = json.loads(run.summary_path.read_text())
     assert summary["kept_total"] == len(tasks)
     assert len(summary["rounds"]) == state.rounds_done
+    # The reader gives back exactly what the generator wrote: no field lost, renamed or changed.
+    assert Run.open(run_dir).summary().model_dump(mode="json") == summary
     return {
         "ids": ids,
         "instructions": instructions,
@@ -394,6 +498,23 @@ def test_self_instruct_rounds(teacher_server, seeds_file, tmp_path, monkeypatch)
     assert labels.get("yes", 0) > 0 and labels.get("no", 0) > 0
 
 
+def test_a_cut_reply_loses_only_its_last_instruction(seeds_file, tmp_path, monkeypatch):
+    """Every instruction-list reply stops on the length limit after four whole tasks and a cut fifth:
+    only the fifth is rejected as truncated; the four before it are judged like any other."""
+    monkeypatch.setenv("SI_FAKE_KEY", "k-cut")
+    with serve("cut") as server:
+        run_generation(make_config(server, seeds_file, rounds=1), tmp_path / "run")
+    result = check_run(tmp_path / "run", SEED_TEXTS)
+    rejections = RunDir(tmp_path / "run").read_rejections()
+    truncated = sorted(r.candidate["key"] for r in rejections if "truncated" in r.reasons)
+    assert truncated == [f"r0001-q{q:03d}-c04" for q in range(4)]  # batch_size 4: each reply's last item
+    assert all(r.stage == "instruction" for r in rejections if "truncated" in r.reasons)
+    assert result["state"].rounds[0]["candidates"] == 4 * 5
+    others = [r for r in rejections if r.stage in TASK_STAGES and "truncated" not in r.reasons]
+    assert result["state"].kept_total + len(others) == 4 * 4
+    assert result["state"].kept_total >= 8, "the whole items of a cut reply should mostly be kept"
+
+
 def test_rerun_grows_the_run_without_asking_again(teacher_server, seeds_file, tmp_path, monkeypatch):
     monkeypatch.setenv("SI_FAKE_KEY", "k2")
     config = make_config(teacher_server, seeds_file, rounds=1)
@@ -418,7 +539,7 @@ def test_until_and_the_no_progress_bound(teacher_server, seeds_file, tmp_path, m
     config = make_config(teacher_server, seeds_file, until=6)
     outcome = run_generation(config, tmp_path / "run")
     assert outcome.stopped is None
-    assert outcome.summary["kept_total"] >= 6
+    assert outcome.summary is not None and outcome.summary.kept_total >= 6
     # Already there: nothing to do.
     again = run_generation(config, tmp_path / "run")
     assert again.rounds_run == 0
@@ -492,6 +613,134 @@ def test_changed_config_is_refused_unless_forced(teacher_server, seeds_file, tmp
     assert stored["batch_size"] == 8
 
 
+# -- pipelined rounds, time budget, progress lines ---------------------------------------------------------
+def run_record(run_dir: Path) -> dict:
+    """Everything a run decided, timings left out: kept tasks, rejections in file order, round figures."""
+    run = RunDir(run_dir)
+    timing = {"seconds", "tokens_per_s", "wall_s"}
+    return {
+        "tasks": [t.model_dump(exclude={"created_at"}) for t in run.read_tasks()],
+        "rejections": [r.model_dump() for r in run.read_rejections()],
+        "rounds": [{k: v for k, v in row.items() if k not in timing} for row in run.read_state().rounds],
+    }
+
+
+def with_concurrency(config: GenerateConfig, concurrency: int) -> GenerateConfig:
+    return config.model_copy(
+        update={"teacher": config.teacher.model_copy(update={"concurrency": concurrency})}
+    )
+
+
+def test_out_of_order_answers_give_the_same_run_as_in_order_ones(
+    teacher_server, seeds_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SI_FAKE_KEY", "in-order")
+    in_order = make_config(teacher_server, seeds_file, rounds=3)  # concurrency 1: answered as asked
+    run_generation(in_order, tmp_path / "in-order")
+    expected = run_record(tmp_path / "in-order")
+    assert expected["tasks"] and expected["rejections"]
+    assert teacher_server.answer_order == sorted(teacher_server.answer_order)
+
+    teacher_server.shuffle = True
+    teacher_server.answer_order.clear()
+    monkeypatch.setenv("SI_FAKE_KEY", "shuffled")
+    run_generation(with_concurrency(in_order, 16), tmp_path / "shuffled")
+    assert teacher_server.answer_order != sorted(teacher_server.answer_order), "no reply overtook another"
+    assert run_record(tmp_path / "shuffled") == expected
+    check_run(tmp_path / "shuffled", SEED_TEXTS)
+    assert set(teacher_server.calls_for("shuffled")) == set(teacher_server.calls_for("in-order"))
+
+
+def test_follow_ups_do_not_wait_for_the_slowest_reply(teacher_server, seeds_file, tmp_path, monkeypatch):
+    """No stage barrier: while one instruction reply is held back, the classification requests built
+    from the other replies are already sent (the held reply is released by their arrival)."""
+    monkeypatch.setenv("SI_FAKE_KEY", "straggler")
+    teacher_server.hold_first = True
+    config = with_concurrency(make_config(teacher_server, seeds_file, rounds=1), 8)
+    run_generation(config, tmp_path / "run")
+    assert teacher_server.held_until_followup is True
+    assert check_run(tmp_path / "run", SEED_TEXTS)["ids"]
+
+
+def test_a_time_budget_stops_after_a_committed_round_and_a_rerun_continues(
+    teacher_server, seeds_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SI_FAKE_KEY", "budget")
+    config = make_config(teacher_server, seeds_file, rounds=None, time_budget="0.001")
+    outcome = run_generation(config, tmp_path / "run")
+    assert outcome.stopped == "time_budget" and outcome.rounds_run == 1
+    first = check_run(tmp_path / "run", SEED_TEXTS)
+    assert first["state"].rounds_done == 1 and first["summary"]["kept_total"] == len(first["ids"])
+    again = run_generation(config, tmp_path / "run")
+    assert again.stopped == "time_budget" and again.rounds_run == 1
+    second = check_run(tmp_path / "run", SEED_TEXTS)
+    assert second["state"].rounds_done == 2 and second["ids"][: len(first["ids"])] == first["ids"]
+    assert all(n == 1 for n in teacher_server.calls_for("budget").values())
+    # The budget may change between invocations; with a round count, whichever comes first ends the run.
+    roomy = config.model_copy(update={"time_budget": 3600.0, "rounds": 2})
+    outcome = run_generation(roomy, tmp_path / "run")
+    assert outcome.stopped is None and outcome.rounds_run == 2
+    assert check_run(tmp_path / "run", SEED_TEXTS)["state"].rounds_done == 4
+
+
+LINE = re.compile(
+    r"generate: round (\d+) · requests (\d+)/(\d+) · kept (\d+) · [\d,]+ tok/s · elapsed \S+ · eta \S+$"
+)
+DONE = re.compile(
+    r"generate: round (\d+) done · kept (\d+) of (\d+) candidates \((\d+) in all\) · (\d+) requests · "
+    r"[\d,]+ tok/s · elapsed \S+ · eta \S+$"
+)
+
+
+def test_progress_lines_for_a_log(teacher_server, seeds_file, tmp_path, monkeypatch):
+    """Plain lines (interval 0: one per delivery) with requests done/asked, kept, tok/s, elapsed, ETA."""
+    monkeypatch.setenv("SI_FAKE_KEY", "lines")
+    out = io.StringIO()
+    with LineProgress(out, interval_s=0) as progress:
+        run_generation(make_config(teacher_server, seeds_file, rounds=2), tmp_path / "run", progress=progress)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "generate: run starts after round 0 (0 kept); 2 rounds"
+    state = RunDir(tmp_path / "run").read_state()
+    done = [DONE.match(line) for line in lines if DONE.match(line)]
+    assert [int(m[1]) for m in done] == [1, 2]
+    for m, row in zip(done, state.rounds, strict=True):
+        assert (int(m[2]), int(m[3]), int(m[5])) == (row["kept"], row["candidates"], row["requests"])
+    assert int(done[-1][4]) == state.kept_total
+    middle = [LINE.match(line) for line in lines if LINE.match(line)]
+    assert len(middle) + len(done) + 1 == len(lines)
+    for round_no, row in zip((1, 2), state.rounds, strict=True):
+        counts = [(int(m[2]), int(m[3])) for m in middle if int(m[1]) == round_no]
+        assert [d for d, _ in counts] == list(range(1, row["requests"] + 1))  # one line per answer
+        assert all(d <= asked <= row["requests"] for d, asked in counts) and counts[-1][1] == row["requests"]
+
+
+def test_generate_prints_progress_lines_when_stdout_is_not_a_terminal(baseline, teacher_server, tmp_path):
+    config, _ = baseline("self-instruct")
+    env = {**os.environ, "SI_FAKE_KEY": "not-a-tty"}
+    cmd = [sys.executable, "-m", "pipeline.cli", "generate", "--config", str(config)]
+    proc = subprocess.run(
+        [*cmd, "--run-dir", str(tmp_path / "a"), "--rounds", "2"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [DONE.match(line)[1] for line in proc.stdout.splitlines() if DONE.match(line)] == ["1", "2"]
+    # --json keeps stdout for the summary: the lines go to stderr. A tiny budget: one round, then a note.
+    proc = subprocess.run(
+        [*cmd, "--run-dir", str(tmp_path / "b"), "--time-budget", "0.001", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["rounds"]) == 1
+    assert [DONE.match(line)[1] for line in proc.stderr.splitlines() if DONE.match(line)] == ["1"]
+    assert "time budget (0s) spent after 1 rounds" in proc.stderr
+
+
 # -- killed runs (a real `selfinstruct generate` process) -------------------------------------------------
 def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str = "self-instruct") -> Path:
     path.write_text(
@@ -517,13 +766,12 @@ def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str =
 
 def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None, popen: bool = False):
     env = {**os.environ, "SI_FAKE_KEY": key}
-    env.pop(CRASH_ENV, None)
-    if crash:
-        env[CRASH_ENV] = crash
+    # A crash point is armed by a tests-only entry point that injects the hook, then runs the real CLI.
+    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        *entry,
         "generate",
         "--config",
         str(config),

@@ -24,9 +24,9 @@ def instructions(seeds):
 
 
 def reference_instructions(name: str) -> list[str]:
-    from pipeline.core.jsonio import read_jsonl
+    from pipeline.core.jsonio import iter_jsonl
 
-    return [row["instruction"] for row in read_jsonl(SHARED / name)]
+    return [row["instruction"] for _, row in iter_jsonl(SHARED / name)]
 
 
 def test_175_tasks_with_sequential_ids_and_snake_case_names(seeds):

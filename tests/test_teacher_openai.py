@@ -83,7 +83,25 @@ def test_several_base_urls_reach_the_same_server(vllm_server):
         ]
     )
     assert len(out) == 6 and all(c.texts[0] for c in out)
-    assert all(count > 0 for count in teacher.sent_per_url.values())
+    counts = teacher.usage.replicas
+    assert set(counts) == {vllm_server, other} and all(
+        c.requests > 0 and c.failures == 0 for c in counts.values()
+    )
+
+
+def test_the_real_servers_context_refusals_are_understood(vllm_server):
+    """max_tokens above the context is fitted from vLLM's own message in one retry; a prompt that alone
+    fills the context fails at once with a clear error (the session server has a 4096-token context)."""
+    from pipeline.teachers import TeacherError
+
+    teacher = teacher_for(vllm_server, max_retries=2)
+    greedy = SamplingParams(temperature=0.0, max_tokens=5000, stop=["\n"])
+    [out] = teacher.generate([Request(prompt="The capital of France is", params=greedy)])
+    assert out.texts[0] and teacher.usage.retries == 1
+    long_prompt = "word " * 5000
+    with pytest.raises(TeacherError, match="longer than the model's context"):
+        teacher.generate([Request(prompt=long_prompt, params=SamplingParams(max_tokens=16))])
+    assert teacher.usage.retries == 1
 
 
 def test_second_identical_run_sends_nothing_to_the_server(vllm_server, tmp_path):

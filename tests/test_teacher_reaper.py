@@ -71,8 +71,9 @@ def test_a_sigkilled_run_leaves_no_vllm_engine_behind():
     script = textwrap.dedent(
         """
         import time, psutil
+        from pipeline.teachers import EngineOptions
         from pipeline.teachers.vllm_local import build_llm
-        llm = build_llm("bundled", max_model_len=1024, gpu_memory_utilization=0.3, kv_cache_memory_bytes=1 << 29)
+        llm = build_llm("bundled", EngineOptions(max_model_len=1024, gpu_memory_utilization=0.3, kv_cache_memory_gib=0.5))
         kids = [p.pid for p in psutil.Process().children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
         print(" ".join(map(str, kids)), flush=True)
         time.sleep(300)

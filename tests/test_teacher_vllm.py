@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.teachers import CachedTeacher, Request, SamplingParams, TeacherError
+from pipeline.teachers import CachedTeacher, Request, RequestQueue, SamplingParams, TeacherError
 
 pytestmark = pytest.mark.engine
 
@@ -120,3 +120,29 @@ def test_a_rejected_request_is_a_clear_error_and_the_engine_stays_usable(vllm_te
     assert not vllm_teacher.llm.llm_engine.has_unfinished_requests()
     [out] = vllm_teacher.generate([ok])
     assert out.texts[0].strip().startswith("4")
+
+
+def test_requests_added_while_the_engine_runs_join_the_running_batch(vllm_teacher):
+    greedy = SamplingParams(temperature=0.0, max_tokens=16)
+    queue = RequestQueue(
+        [Request(prompt="1, 2, 3, 4,", params=greedy), Request(prompt="Monday, Tuesday,", params=greedy)]
+    )
+    follow_ups = {0: "a, b, c, d,", 1: "red, orange, yellow,"}
+    asked: dict[int, str] = {}
+    got: dict[int, list[str]] = {}
+    busy_before = vllm_teacher.engine_busy_s
+
+    def deliver(batch):
+        for index, completion in batch:
+            got[index] = completion.texts
+            if index in follow_ups:
+                [new] = queue.add([Request(prompt=follow_ups[index], params=greedy)])
+                asked[new] = follow_ups[index]
+
+    vllm_teacher.answer(queue, deliver)
+    assert sorted(got) == [0, 1, 2, 3] and sorted(asked) == [2, 3]
+    assert vllm_teacher.engine_busy_s > busy_before
+    # Each follow-up's answer is the one it gets when sent on its own.
+    for index, text in asked.items():
+        [alone] = vllm_teacher.generate([Request(prompt=text, params=greedy)])
+        assert alone.texts == got[index]

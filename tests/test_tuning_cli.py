@@ -91,3 +91,15 @@ def test_evaluate_errors(tmp_path):
     assert result.exit_code == 2 and "--limit" in result.output
     result = run("evaluate", "--tasks", str(tmp_path / "none.jsonl"))
     assert result.exit_code == 2 and "no such task file" in result.output
+
+
+def test_evaluate_refuses_an_adapter_without_a_data_record(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    data = corpus_file(tmp_path)
+    result = run("evaluate", "--adapter", str(adapter), "--data", str(data))
+    assert result.exit_code == 2
+    assert "no record of the examples its training held out" in result.output
+    result = run("evaluate", "--data", str(data))
+    assert result.exit_code == 2 and "--data needs --adapter" in result.output

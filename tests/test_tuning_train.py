@@ -114,6 +114,7 @@ def test_merged_model_answers_in_vllm(trained):
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
+    from pipeline.teachers.runtime import shutdown_engine
     from pipeline.teachers.vllm_local import build_llm
     from tuning.formats import render_prompt
 
@@ -121,11 +122,11 @@ def test_merged_model_answers_in_vllm(trained):
     merged = out / "merged"
     tokenizer = AutoTokenizer.from_pretrained(str(merged))
     prompts = [render_prompt("chat", tokenizer, "Spell the word candle backwards.")]
-    llm = build_llm(str(merged), max_model_len=1024, gpu_memory_utilization=0.3)
+    llm = build_llm(str(merged), ENGINE)
     try:
         outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=24), use_tqdm=False)
     finally:
-        llm.llm_engine.engine_core.shutdown()
+        shutdown_engine(llm)
     answer = outputs[0].outputs[0]
     assert answer.text.strip()
     assert answer.finish_reason in ("stop", "length")
@@ -157,6 +158,9 @@ def test_evaluate_base_and_student_side_by_side(trained, data_file, tmp_path):
     base, student = report["models"]["base"], report["models"]["student"]
     assert base["answers"] == student["answers"] == 2
     assert student["heldout_loss"] < base["heldout_loss"]
+    # Scored on the held-out examples training recorded in the adapter, not on a split made again.
+    assert report["heldout"]["record"] == str(out / "adapter" / "data_manifest.json")
+    assert report["heldout"]["examples"] == 6
     assert (
         abs(student["heldout_loss"] - json.loads((out / "train_summary.json").read_text())["eval_loss_after"])
         < 0.3

@@ -62,7 +62,7 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="output folder (resumes if it has checkpoints)",
+    help="output folder (resumes if it has checkpoints of the same data and settings)",
 )
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), help="YAML settings (configs/train.yaml)"
@@ -76,6 +76,11 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
 @click.option(
     "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
+)
 @click.option("--quiet", is_flag=True, help="no progress display")
 def train(
     data: Path,
@@ -88,9 +93,13 @@ def train(
     merge: bool | None,
     min_score: int | None,
     require_valid: bool,
+    force: bool,
     quiet: bool,
 ) -> None:
-    """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill."""
+    """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill.
+
+    OUT records what was trained on and held out; checkpoints are resumed only on that same data.
+    """
     config = load_config(
         config_path,
         TrainConfig,
@@ -104,22 +113,43 @@ def train(
     )
     from pipeline.run.judgments import JudgeFilter
     from tuning.data import load_splits
+    from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
     keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
-    train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
-    if not quiet:
-        console.print(f"{len(train_examples)} training examples; held-out: {source}")
-    contamination = run_contamination_check(train_examples, config, quiet)
-    summary = run_train(train_examples, test_examples, config, out, quiet=quiet, data_source=str(data))
-    summary["contamination"] = contamination
-    from pipeline.core.jsonio import write_json_atomic
+    launch = launch_from_env()
+    quiet = quiet or not launch.is_main
+    lone = lone_process_warning()
+    if lone and not quiet:
+        console.print(f"[yellow]warning: {lone}")
 
-    write_json_atomic(out / "train_summary.json", summary)
-    if not quiet:
+    def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
+        train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
+        if not quiet:
+            console.print(f"{len(train_examples)} training examples; held-out: {source}")
+            if launch.distributed:
+                console.print(f"training on {launch.world_size} processes")
+        return train_examples, test_examples, source, run_contamination_check(train_examples, config, quiet)
+
+    with joined(launch):
+        train_examples, test_examples, source, contamination = run_on_main(launch, read_data)
+        summary = run_train(
+            train_examples,
+            test_examples,
+            config,
+            out,
+            quiet=quiet,
+            data_source=str(data),
+            held_out_source=source,
+            force=force,
+            contamination=contamination,
+            launch=launch,
+        )
+    if summary is not None and not quiet:
         console.print(
             f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f}s "
-            f"({summary['tokens_per_s']:,.0f} tokens/s); held-out loss "
+            f"({summary['tokens_per_s']:,.0f} tokens/s, effective batch {summary['effective_batch_size']} "
+            f"on {summary['world_size']} process(es)); held-out loss "
             f"{summary['eval_loss_before']:.4f} -> {summary['eval_loss_after']:.4f}; "
             f"{summary['truncated']} over-length examples ({summary['overlength_policy']}); adapter: {summary['adapter']}"
             + (f"; merged: {summary['merged']}" if summary["merged"] else "")
@@ -133,7 +163,10 @@ def train(
     help="base model (default: the adapter's, else the bundled SmolLM2); a merged folder works too",
 )
 @click.option(
-    "--data", type=click.Path(path_type=Path), help="training data, for the held-out loss on its test split"
+    "--data",
+    type=click.Path(path_type=Path),
+    help="the adapter's training data: also measure the held-out loss, on the examples its training "
+    "recorded as held out",
 )
 @click.option(
     "--tasks",

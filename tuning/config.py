@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.judge.config import JudgeConfig
+from pipeline.teachers.config import EngineOptions
 from tuning.formats import PromptFormat
 
 
@@ -108,17 +109,10 @@ class TrainConfig(BaseModel):
     )
 
 
-class EngineSettings(BaseModel):
-    """vLLM engine options for evaluation, passed to pipeline.teachers.vllm_local.build_llm."""
+class EngineSettings(EngineOptions):
+    """The evaluation engine: the one vLLM `EngineOptions` model, with a 2048-token default context."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_model_len: int = Field(2048, ge=64)
-    gpu_memory_utilization: float | None = Field(
-        None, gt=0.0, le=1.0, description="None = build_llm's default"
-    )
-    dtype: str = "auto"
-    seed: int = 0
+    max_model_len: int | None = Field(2048, ge=16, description="context length (None: the model's)")
 
 
 class EvalConfig(BaseModel):

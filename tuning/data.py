@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.core.errors import UserError
 from pipeline.run.judgments import JudgeFilter
+from pipeline.run.reader import Run
 from tuning.formats import render_example
 
 IGNORE_INDEX = -100
@@ -134,14 +135,30 @@ def split_examples(
 
 
 def _clean(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [
-        {"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]} for r in rows
-    ]
+    """{instruction, input, output}, plus the task id where the data has one (the training record keeps it)."""
+    out = []
+    for r in rows:
+        row = {"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
+        if isinstance(r.get("task_id"), str):
+            row["task_id"] = r["task_id"]
+        out.append(row)
+    return out
+
+
+def _saved_split(saved: Path, data: Any, split: str) -> list[dict[str, str]]:
+    """One split of a saved DatasetDict, with its task ids when it has that column."""
+    from pipeline.run import export
+
+    rows = export.load_examples(saved, split)
+    if "task_id" in data[split].column_names:
+        for row, task_id in zip(rows, data[split]["task_id"], strict=True):
+            row["task_id"] = task_id
+    return rows
 
 
 def _saved_dataset_dict(path: Path) -> Path | None:
     """The saved `datasets` folder at `path` or in a run's export/hf, if any."""
-    for candidate in (path, path / "export" / "hf"):
+    for candidate in (path, Run(path).export_dir / "hf"):
         if (candidate / "dataset_dict.json").exists():
             return candidate
     return None
@@ -155,6 +172,8 @@ def load_splits(
     A saved DatasetDict (given directly, or a run's export/hf) brings the test split the export held
     out; a run without one is split by task the way the export splits (no task straddles the two);
     a flat Alpaca file, which has no task ids, is split by example. Both with `test_size` and `seed`.
+    Examples carry their `task_id` where the data has one. Training records the split it got
+    (tuning.record): a split is derived here once, for training, and never again for evaluation.
     `keep` (a judge filter, run directories only) removes failing tasks from the training side alone.
     """
     from pipeline.run import export
@@ -163,7 +182,7 @@ def load_splits(
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if keep is not None and keep.active:
-        if not _is_run_dir(path):
+        if not Run(path).looks_like_run():
             raise UserError(f"{path}: --min-score and --require-valid need a run directory as --data")
         train, test, source = load_splits(path, test_size, seed)
         train, note = judge_filtered(path, train, keep)
@@ -172,14 +191,14 @@ def load_splits(
     if saved is not None:
         from datasets import load_from_disk
 
-        names = list(load_from_disk(str(saved)).keys())
-        if "train" in names and "test" in names:
-            train = export.load_examples(saved, "train")
-            test = export.load_examples(saved, "test")
+        data = load_from_disk(str(saved))
+        if "train" in data and "test" in data:
+            train = _saved_split(saved, data, "train")
+            test = _saved_split(saved, data, "test")
             if train and test:
                 return train, test, f"the export's test split ({saved})"
-    if path.is_dir() and ((path / "machine_tasks.jsonl").exists() or (path / "state.json").exists()):
-        examples = export.task_examples(export.committed_tasks(path))
+    if Run(path).looks_like_run():
+        examples = export.task_examples(Run.open(path).committed_tasks())
         if len({e["task_id"] for e in examples}) < 2:
             raise UserError(f"{path}: need at least 2 kept tasks to hold one out for evaluation")
         train, test = export.split_by_task(examples, test_size, seed)
@@ -188,19 +207,16 @@ def load_splits(
     return train, test, f"{len(test)} examples held out here (test_size {test_size}, seed {seed})"
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "machine_tasks.jsonl").exists() or (path / "state.json").exists())
-
-
 def judge_filtered(
     run_dir: Path, train: list[dict[str, str]], keep: JudgeFilter
 ) -> tuple[list[dict[str, str]], str]:
     """Training examples of tasks whose judgment passes `keep`. The held-out split is left as it is
-    without a filter, so filtered and unfiltered students are compared on the same held-out tasks."""
+    without a filter, so filtered and unfiltered students are compared on the same held-out tasks.
+    Examples are matched by task id, or by their text where the data (an old export) has none."""
     from pipeline.run import export
     from pipeline.run.judgments import select_tasks
 
-    tasks = export.committed_tasks(run_dir)
+    tasks = Run.open(run_dir).committed_tasks()
     passing, counts = select_tasks(run_dir, tasks, keep)
     ids = {t.id for t in passing}
 
@@ -210,7 +226,7 @@ def judge_filtered(
     examples = export.task_examples(tasks)
     good = {key(e) for e in examples if e["task_id"] in ids}
     bad = {key(e) for e in examples if e["task_id"] not in ids} - good
-    kept = [e for e in train if key(e) not in bad]
+    kept = [e for e in train if (e["task_id"] in ids if "task_id" in e else key(e) not in bad)]
     if not kept:
         raise UserError(f"{run_dir}: no training example passes the judge filter ({keep.describe()})")
     return kept, f"judge filter ({keep.describe()}) kept {counts['kept']} of {len(tasks)} tasks"

@@ -3,7 +3,8 @@
 The student is served through vLLM's LoRA support (one engine, the base weights once, the adapter
 applied per request), or given as a merged model folder. Both models get the same prompts, in the
 format the student was trained with, and greedy decoding so reruns compare. The held-out loss is
-computed with transformers on the training run's test split.
+computed with transformers on the examples the adapter's training recorded as held out
+(tuning.record); the split is never derived again, since the data may have grown since.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from pipeline.core.console import console
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import write_json_atomic
 from pipeline.core.model import resolve_model
+from pipeline.teachers.engine import Machine, choose_dtype
+from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, shutdown_engine
 from tuning.config import EvalConfig, default_tasks_path
 from tuning.contamination import EvalTask, load_eval_tasks
 from tuning.formats import render_prompt
+from tuning.outputs import META_FILE
+from tuning.record import RECORD_FILE, DataRecord, held_out_examples, read_record, task_ids
 from tuning.scoring import score_answer, summarize
-from tuning.train import META_FILE
 
 
 def read_adapter_meta(adapter: Path) -> dict[str, Any]:
@@ -46,15 +50,6 @@ def _generate(
     return [(o.outputs[0].text, o.outputs[0].finish_reason, len(o.outputs[0].token_ids)) for o in outputs]
 
 
-def _shutdown(llm: Any) -> None:
-    engine = llm.llm_engine
-    shutdown = getattr(engine, "shutdown", None) or getattr(
-        getattr(engine, "engine_core", None), "shutdown", None
-    )
-    if callable(shutdown):
-        shutdown()
-
-
 def generate_answers(
     base: str,
     adapter: Path | None,
@@ -62,23 +57,21 @@ def generate_answers(
     config: EvalConfig,
     lora_rank: int,
     quiet: bool,
+    log: EngineLog | None = None,
 ) -> dict[str, list[tuple[str, str, int]]]:
-    """{"base": [...], "student": [...]} of (text, finish_reason, tokens) from one vLLM engine."""
-    from vllm import SamplingParams
+    """{"base": [...], "student": [...]} of (text, finish_reason, tokens) from one vLLM engine.
 
+    vLLM's log lines go to `log` (default: a file in the cache), not to the terminal.
+    """
     from pipeline.teachers.vllm_local import build_llm
 
-    options: dict[str, Any] = {
-        "max_model_len": config.engine.max_model_len,
-        "dtype": config.engine.dtype,
-        "seed": config.engine.seed,
-    }
-    if config.engine.gpu_memory_utilization is not None:
-        options["gpu_memory_utilization"] = config.engine.gpu_memory_utilization
+    lora: dict[str, Any] = {}
     if adapter is not None:
-        options.update(enable_lora=True, max_lora_rank=max(8, lora_rank), max_loras=1)
-    llm = build_llm(base, **options)
+        lora = {"enable_lora": True, "max_lora_rank": max(8, lora_rank), "max_loras": 1}
+    llm = build_llm(base, config.engine, log=log, **lora)  # imports vLLM, its log lines to `log`
     try:
+        from vllm import SamplingParams
+
         params = SamplingParams(
             temperature=config.temperature, max_tokens=config.max_tokens, seed=config.engine.seed
         )
@@ -90,48 +83,79 @@ def generate_answers(
             results["student"] = _generate(llm, prompts, params, request, quiet)
         return results
     finally:
-        _shutdown(llm)
+        shutdown_engine(llm)
         del llm
         gc.collect()
 
 
+def training_record(adapter: Path | None, data: Path) -> DataRecord:
+    """The adapter's record of its held-out examples; refuse when there is none to read.
+
+    Checked before any model loads. `data` must be what the adapter was trained on; a path that
+    differs is only warned about, since the examples scored come from the record either way.
+    """
+    if adapter is None:
+        raise UserError(
+            "--data needs --adapter: the held-out loss is measured on the examples that adapter's "
+            "training held out, as its training recorded them"
+        )
+    record = read_record(adapter)
+    if record is None:
+        raise UserError(
+            f"{adapter}: no record of the examples its training held out ({RECORD_FILE}; adapters "
+            "trained before selfinstruct wrote it have none), so the held-out loss cannot be measured "
+            "without risking examples it was trained on: retrain it, or leave out --data"
+        )
+    if record.data_path and Path(data).resolve() != Path(record.data_path):
+        console.print(
+            f"[yellow]{adapter} was trained on {record.data}, not {data}; "
+            f"its held-out loss is measured on the {record.held_out.examples} examples recorded then"
+        )
+    return record
+
+
 def heldout_losses(
     base: str,
-    adapter: Path | None,
-    data: Path,
+    adapter: Path,
+    record: DataRecord,
     fmt: str,
     max_length: int,
-    split: tuple[float, int],
     config: EvalConfig,
     quiet: bool,
 ) -> dict[str, Any]:
-    """Held-out loss of base and student on the test split training held out (same test_size and seed)."""
+    """Held-out loss of base and student on the examples the adapter's training held out."""
     import torch
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuning.data import encode_examples, load_splits
+    from tuning.data import encode_examples
     from tuning.loss import heldout_loss
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    _, test, source = load_splits(data, *split)
+    test = held_out_examples(record)
     if config.loss_limit:
         test = test[: config.loss_limit]
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter is not None else base)
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
     rows, stats = encode_examples(test, tokenizer, fmt, max_length, "drop")
     if not rows:
-        raise UserError(f"{data}: no held-out example fits in {max_length} tokens")
+        raise UserError(f"{adapter / RECORD_FILE}: no held-out example fits in {max_length} tokens")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    source = f"held out by training on {record.data} ({record.source})"
     if not quiet:
-        console.print(f"held-out loss on {len(rows)} examples ({source}) ...")
+        console.print(f"held-out loss on {len(rows)} examples {source} ...")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    out: dict[str, Any] = {"examples": len(rows), "dropped_overlength": stats.dropped, "source": source}
+    out: dict[str, Any] = {
+        "examples": len(rows),
+        "dropped_overlength": stats.dropped,
+        "source": source,
+        "record": str(adapter / RECORD_FILE),
+        # The tasks of the examples considered (those over max_length are then dropped, not scored).
+        "task_ids": task_ids(test),
+    }
     out["base"] = heldout_loss(model, rows, pad, config.loss_batch_size)
-    if adapter is not None:
-        from peft import PeftModel
-
-        student = PeftModel.from_pretrained(model, str(adapter))
-        out["student"] = heldout_loss(student, rows, pad, config.loss_batch_size)
+    student = PeftModel.from_pretrained(model, str(adapter))
+    out["student"] = heldout_loss(student, rows, pad, config.loss_batch_size)
     return out
 
 
@@ -157,6 +181,7 @@ def evaluate(
     base = resolve_model(config.base_model or meta.get("base_model") or "bundled")
     fmt = config.prompt_format or meta.get("prompt_format") or "chat"
     max_length = config.max_length or int(meta.get("max_length", 256))
+    record = training_record(adapter_path, Path(data)) if data is not None else None
     tasks_path = Path(config.tasks) if config.tasks else default_tasks_path()
     tasks: list[EvalTask] = load_eval_tasks(tasks_path)
     if config.limit:
@@ -169,7 +194,10 @@ def evaluate(
     if not quiet:
         who = "base model and student" if adapter_path is not None else "base model"
         console.print(f"answering {len(tasks)} tasks from {tasks_path} with the {who} ({fmt} format) ...")
-    answers = generate_answers(base, adapter_path, prompts, config, int(meta.get("lora_r", 8)), quiet)
+    log = EngineLog(Path(out) / ENGINE_LOG) if out is not None else None
+    answers = generate_answers(base, adapter_path, prompts, config, int(meta.get("lora_r", 8)), quiet, log)
+    machine = Machine.detect()
+    dtype = choose_dtype(config.engine.dtype, cuda=machine.cuda, cpu_flags=machine.cpu_flags)
 
     models: dict[str, Any] = {}
     per_task: list[dict[str, Any]] = [
@@ -184,9 +212,8 @@ def evaluate(
         models[name] = summarize(scores, [n for _, _, n in outs])
 
     losses = None
-    if data is not None:
-        split = (float(meta.get("test_size", 0.05)), int(meta.get("seed", 42)))
-        losses = heldout_losses(base, adapter_path, Path(data), fmt, max_length, split, config, quiet)
+    if record is not None and adapter_path is not None:
+        losses = heldout_losses(base, adapter_path, record, fmt, max_length, config, quiet)
         for name in models:
             if name in losses:
                 models[name]["heldout_loss"] = round(losses[name], 4)
@@ -207,6 +234,7 @@ def evaluate(
         "data": str(data) if data is not None else None,
         "heldout": {k: v for k, v in (losses or {}).items() if k not in ("base", "student")} or None,
         "settings": config.model_dump(mode="json"),
+        "engine": {"dtype": dtype.dtype, "dtype_reason": dtype.reason},
         "models": models,
         "pairwise": pairwise,
         "seconds": round(time.perf_counter() - started, 1),

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuning.train import META_FILE, _save_dir_atomic
+from tuning.outputs import META_FILE, save_dir_atomic
 
 
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
@@ -80,5 +80,5 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
         (tmp / META_FILE).write_text(json.dumps({**meta, "merged_from": str(adapter_dir)}, indent=2) + "\n")
         check_merged(tmp, tokenizer)
 
-    _save_dir_atomic(out_dir, write)
+    save_dir_atomic(out_dir, write)
     return out_dir

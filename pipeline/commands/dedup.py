@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pipeline.core.console import console
+from pipeline.core.warncapture import capture_warnings
 
 
 def _read_texts(path: str, field: str, fallback: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -112,15 +112,13 @@ def dedup(
 
     config = DedupConfig(threshold=threshold, tokenizer=tokenizer, top_k=top_k, similarity_stats=not no_stats)
     index = RougeIndex(config)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DedupDisabledWarning)
+    with capture_warnings(DedupDisabledWarning) as caught:
         index.add_many(pool)
         with make_progress(quiet=quiet or len(texts) < 2000) as progress:
             task = progress.add_task("dedup", total=len(texts))
             results = index.offer_many(texts, on_progress=lambda n: progress.advance(task, n))
     for warning in caught:
-        if issubclass(warning.category, DedupDisabledWarning):
-            console.print(f"[yellow]warning:[/] {warning.message}")
+        console.print(f"[yellow]warning:[/] {warning.message}")
 
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []

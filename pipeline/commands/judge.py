@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.progress import ProgressColumn, Task
+from rich.text import Text
 
 from pipeline.core.console import console, make_progress
 
 if TYPE_CHECKING:
     from pipeline.judge.config import JudgeConfig
     from pipeline.judge.runner import JudgeOutcome
+    from pipeline.teachers.usage import Usage
 
 
 def resolve_config(run_dir: str, config_path: str | None, overrides: dict[str, Any]) -> JudgeConfig:
@@ -26,6 +29,21 @@ def resolve_config(run_dir: str, config_path: str | None, overrides: dict[str, A
     if path is None and stored.is_file() and isinstance(read_yaml(stored)[0].get("judge"), dict):
         path = str(stored)
     return load_config(path, JudgeSection, {f"judge.{k}": v for k, v in overrides.items()}).judge
+
+
+class _UsageColumn(ProgressColumn):
+    """The judge's live accounting beside the bar: answers from the cache, tokens/s, retries."""
+
+    def __init__(self, usage: Usage):
+        super().__init__()
+        self.usage = usage
+
+    def render(self, task: Task) -> Text:
+        u = self.usage
+        text = f"{u.cache_hits} from cache · {u.tokens_per_s:,.0f} tok/s"
+        if u.retries:
+            text += f" · {u.retries} retries"
+        return Text(text, style="cyan")
 
 
 class _Display:
@@ -98,18 +116,17 @@ def judge(
             "teacher.cache": False if no_cache else None,
         },
     )
-    from pipeline.run.export import committed_tasks
+    from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
-    from pipeline.teachers.progress import UsageColumn
 
-    committed_tasks(run_dir)  # a clear error for a path that is not a run, before any model loads
+    Run.open(run_dir)  # a clear error for a path that is not a run, before any model loads
     teacher = make_teacher(config.teacher)
     try:
-        with make_progress(quiet=quiet, extra=(UsageColumn(teacher.usage),)) as progress:
+        with make_progress(quiet=quiet, extra=(_UsageColumn(teacher.usage),)) as progress:
             outcome = judge_run(run_dir, config, teacher=teacher, progress=_Display(progress))
     finally:
         teacher.close()
-    figures = judgment_figures(committed_tasks(run_dir), read_judgments(run_dir))
+    figures = judgment_figures(Run.open(run_dir).committed_tasks(), read_judgments(run_dir))
     if not quiet:
         print_outcome(outcome, figures, run_dir)
     if as_json:

@@ -24,12 +24,12 @@ def write_report(
     """Compute a run's figures, then write report.html and README.md atomically; return both."""
     from pipeline.core.jsonio import write_text_atomic
     from pipeline.report.card import render_card
-    from pipeline.report.figures import compute_report, load_run, load_run_seeds
+    from pipeline.report.figures import compute_report, load_run
     from pipeline.report.html import render_html
     from pipeline.report.plots import make_plots
 
     run = load_run(run_dir)
-    seeds_path, seed_tasks = load_run_seeds(run, seeds)
+    seeds_path, seed_tasks = run.source.seeds(seeds, flag="--seeds")
     n = len(run.tasks)
     with make_progress(quiet=quiet) as progress:
         novelty_bar = progress.add_task("novelty vs. seeds", total=n)

@@ -26,7 +26,8 @@ def seeds() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def validate(path: str | None, as_json: bool) -> None:
     """Validate a seeds file and print count, classification count, input share, lengths, max ROUGE-L."""
-    from pipeline.run.seeds import default_seeds_path, load_seeds, seed_stats
+    from pipeline.quality.seedset import seed_stats
+    from pipeline.run.seeds import default_seeds_path, load_seeds
 
     warnings: list[str] = []
     tasks = load_seeds(path, warnings)

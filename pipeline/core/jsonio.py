@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,27 +40,33 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, uniquely named file beside `path`, opened for writing.
+
+    Created with mode 0o666 for the kernel to apply the umask to, so the final file gets the
+    permissions a plain open() would give it, without reading (and so flipping) the process umask.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace `path` with `text` via a temporary file in the same folder and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
@@ -173,20 +179,42 @@ def read_records(path: str | Path, what: str = "objects") -> tuple[list[tuple[in
     return list(enumerate(data, start=1)), "item"
 
 
-def read_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> list[Any]:
-    return [obj for _, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail)]
-
-
-def describe_validation_error(lineno: int, exc: ValidationError) -> list[str]:
-    """One message per failing field: `line N, field "a.0.b": what is wrong`."""
+def describe_validation_error(lineno: int | None, exc: ValidationError) -> list[str]:
+    """One message per failing field: `line N, field "a.0.b": what is wrong` (no line for a whole file)."""
     out = []
+    where = f"line {lineno}, " if lineno is not None else ""
     for err in exc.errors():
         loc = ".".join(str(part) for part in err.get("loc", ())) or "(record)"
         msg = err.get("msg", "invalid")
         if err.get("type") == "missing":
             msg = "missing field"
-        out.append(f'line {lineno}, field "{loc}": {msg}')
+        out.append(f'{where}field "{loc}": {msg}')
     return out
+
+
+def load_json_model(path: str | Path, model: type[M]) -> M:
+    """One JSON object file (state.json, summary.json) validated against `model`.
+
+    Every problem is an `InputFileError` naming the file and the field, so an old or hand-edited
+    file says what is wrong with it instead of failing somewhere downstream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputFileError(str(path), [f"not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(
+            str(path), [f"line {exc.lineno}: bad JSON: {exc.msg} (column {exc.colno})"]
+        ) from None
+    if not isinstance(data, dict):
+        raise InputFileError(str(path), [f"line 1: expected a JSON object, got {type(data).__name__}"])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputFileError(str(path), describe_validation_error(None, exc)) from None
 
 
 def load_models(
@@ -195,15 +223,16 @@ def load_models(
     check: Callable[[int, M], list[str]] | None = None,
     *,
     skip_torn_tail: bool = False,
-) -> list[tuple[int, M]]:
-    """Validate every line of a JSONL file against `model`, reporting all problems at once.
+) -> list[M]:
+    """Every line of a JSONL file validated against `model`, all problems reported at once.
 
-    `check(line_number, record)` adds problems that a single record's schema cannot see
-    (duplicates across lines, say); they are reported together with the schema errors.
-    `skip_torn_tail` is for our own append-only files, whose last line a kill may have cut short.
+    The one way a JSONL file becomes models. `check(line_number, record)` adds problems that a single
+    record's schema cannot see (duplicates across lines, say); they are reported together with the
+    schema errors. `skip_torn_tail` is for our own append-only files, whose last line a kill may have
+    cut short.
     """
     problems: list[str] = []
-    out: list[tuple[int, M]] = []
+    out: list[M] = []
     for lineno, obj in iter_jsonl(path, skip_torn_tail=skip_torn_tail):
         if not isinstance(obj, dict):
             problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
@@ -215,7 +244,7 @@ def load_models(
             continue
         if check is not None:
             problems.extend(check(lineno, record))
-        out.append((lineno, record))
+        out.append(record)
     if problems:
         raise InputFileError(str(path), problems)
     return out

@@ -54,6 +54,11 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def bundled_fingerprint() -> str:
+    """The bundled model's weights fingerprint, read from its GGUF: no conversion needed to know it."""
+    return _file_digest(bundled_gguf_path())
+
+
 def bundled_model_dir(root: Path | None = None) -> Path:
     """The converted Hugging Face folder of the bundled model, converting it on first use.
 
@@ -61,7 +66,8 @@ def bundled_model_dir(root: Path | None = None) -> Path:
     leaves a half-written model that a later run would trust.
     """
     gguf = bundled_gguf_path()
-    target = (root or cache_root()) / "models" / f"{BUNDLED_NAME}-{_file_digest(gguf)}"
+    fingerprint = _file_digest(gguf)
+    target = (root or cache_root()) / "models" / f"{BUNDLED_NAME}-{fingerprint}"
     if (target / "config.json").exists() and (target / "selfinstruct.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,7 @@ def bundled_model_dir(root: Path | None = None) -> Path:
     try:
         convert_gguf(gguf, tmp)
         (tmp / "selfinstruct.json").write_text(
-            json.dumps({"source": str(gguf), "fingerprint": _file_digest(gguf)}, indent=2) + "\n"
+            json.dumps({"source": str(gguf), "fingerprint": fingerprint}, indent=2) + "\n"
         )
         os.chmod(tmp, 0o755)
         for child in tmp.iterdir():

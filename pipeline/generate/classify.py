@@ -9,12 +9,7 @@ how often the teacher failed to answer the question at all.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from enum import Enum
-
-from pipeline.generate.config import Decoding, PromptStyle
-from pipeline.generate.prompts import classify_prompt, make_request, request_seed
-from pipeline.teachers.base import Request
 
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 
@@ -40,20 +35,3 @@ def parse_label(reply: str | None) -> Label:
     if word == "no":
         return Label.NO
     return Label.UNCLEAR
-
-
-def classification_requests(
-    instructions: Sequence[str],
-    template: str,
-    style: PromptStyle,
-    decoding: Decoding,
-    run_seed: int,
-    round_no: int,
-) -> list[Request]:
-    """One yes/no request per instruction, each with its own stable seed."""
-    return [
-        make_request(
-            classify_prompt(template, text), style, decoding, request_seed(run_seed, round_no, "classify", k)
-        )
-        for k, text in enumerate(instructions)
-    ]

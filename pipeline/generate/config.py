@@ -15,18 +15,36 @@ fast to go) may change between invocations. `rundir.config_differences` applies 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.judge.config import JudgeConfig
-from pipeline.quality.dedup import DedupConfig
-from pipeline.quality.filters import FilterConfig
+from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
 
 Method = Literal["self-instruct", "alpaca"]
 PromptStyle = Literal["completion", "chat"]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from `600`, `90s`, `10m`, `1h30m` (or None from `none`/`off`, which lift a budget)."""
+    text = text.strip().lower()
+    if text in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"not a duration: {text!r} (write seconds, or e.g. 90s, 10m, 1h30m)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 class Decoding(DecodingParams):
@@ -114,10 +132,19 @@ class GenerateConfig(BaseModel):
     classification_seeds_only: bool = Field(
         False, description="self-instruct: prompt with classification seeds only (more classification tasks)"
     )
-    rounds: int = Field(
-        1, ge=1, description="rounds to run in this invocation (each rerun runs this many more)"
+    rounds: int | None = Field(
+        None,
+        ge=1,
+        description="rounds to run in this invocation (each rerun runs this many more); with neither "
+        "`rounds`, `until` nor `time_budget`, one round",
     )
     until: int | None = Field(None, ge=1, description="instead of `rounds`: run until this many kept tasks")
+    time_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="wall time for this invocation, in seconds or as a duration (`10m`, `1h30m`, `90s`): "
+        "no round starts once it is spent; with `rounds` or `until`, whichever is reached first",
+    )
     max_rounds_without_progress: int = Field(
         20, ge=1, description="with `until`: stop after this many rounds in a row that keep nothing"
     )
@@ -138,6 +165,11 @@ class GenerateConfig(BaseModel):
         default_factory=JudgeConfig, description="the judge (`selfinstruct judge`; `enabled`: every round)"
     )
 
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
         if self.method == "self-instruct" and self.prompt_count <= self.num_machine_instructions:
@@ -155,7 +187,7 @@ class GenerateConfig(BaseModel):
         return 8 if self.method == "self-instruct" else 3
 
 
-RUN_LENGTH_KEYS = ("rounds", "until", "max_rounds_without_progress")
+RUN_LENGTH_KEYS = ("rounds", "until", "time_budget", "max_rounds_without_progress")
 
 FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
@@ -165,6 +197,7 @@ FREE_KEYS: tuple[str, ...] = (
     "teacher.base_urls",
     "teacher.api_key_env",
     "teacher.concurrency",
+    "teacher.adaptive_concurrency",
     "teacher.max_retries",
     "teacher.timeout_s",
     "teacher.retry_base_s",
@@ -174,7 +207,9 @@ FREE_KEYS: tuple[str, ...] = (
     "teacher.price_per_1k_completion_tokens",
     "teacher.engine.gpu_memory_utilization",
     "teacher.engine.tensor_parallel_size",
+    "teacher.engine.pipeline_parallel_size",
     "teacher.engine.data_parallel_size",
+    "teacher.engine.distributed_executor_backend",
     "teacher.engine.enable_prefix_caching",
     "teacher.engine.kv_cache_memory_gib",
     "teacher.engine.max_num_seqs",

@@ -165,11 +165,11 @@ def judge_run(
     `teacher` (an engine the caller owns, uncached) is used when given and left open; otherwise the
     configured judge is built here and closed. Either way the judge cache wraps it when `teacher.cache`.
     """
-    from pipeline.run.export import committed_tasks
+    from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
     from pipeline.teachers.cache import CachedTeacher
 
-    tasks = committed_tasks(run_dir)
+    tasks = Run.open(run_dir).committed_tasks()
     template = load_template("task", config.template)
     own = teacher is None
     base = make_teacher(config.teacher) if teacher is None else teacher

@@ -20,11 +20,11 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.core.warncapture import PipelineWarning
+from pipeline.quality.config import DedupConfig
 from pipeline.quality.rouge import Vocabulary, fmeasure, fmeasure_array, lcs_matrix, loses_all_words, tokenize
 
 # At most this many scores are held at once when describing kept candidates.
@@ -36,31 +36,8 @@ _TABLE_CELLS = 1 << 16
 _TABLES_TOTAL = 1 << 22
 
 
-class DedupDisabledWarning(UserWarning):
+class DedupDisabledWarning(PipelineWarning):
     """A text scores 0 against everything under the chosen tokenizer, so dedup cannot catch its copies."""
-
-
-class DedupConfig(BaseModel):
-    """How novel a candidate must be. Defaults are Self-Instruct's and Alpaca's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(
-        0.7, ge=0.0, le=1.0, description="reject a candidate whose max ROUGE-L F1 against the index is > this"
-    )
-    tokenizer: Literal["rouge", "unicode"] = Field(
-        "rouge", description='"rouge": rouge-score\'s own (ASCII only); "unicode": any language'
-    )
-    top_k: int = Field(10, ge=0, description="how many most similar instructions to keep per candidate")
-    similarity_stats: bool = Field(
-        True,
-        description=(
-            "score each kept candidate against the whole index for its exact max_score, top_k most_similar "
-            "and avg_similarity (what Self-Instruct records); False skips that pass (decisions are the same "
-            "and exact either way; a kept candidate's max_score is then the best pair examined, most_similar "
-            "empty and avg_similarity 0.0)"
-        ),
-    )
 
 
 @dataclass

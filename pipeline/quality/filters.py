@@ -1,7 +1,7 @@
 """Quality filters: small named rules, each returning a reason code or None.
 
 The instruction rules are Self-Instruct's and Alpaca's post-processing filters; the instance rules
-are Self-Instruct's `prepare_for_finetuning` checks plus placeholder and refusal detection. Every
+are Self-Instruct's `prepare_for_finetuning` checks plus placeholder, refusal, repeat and filler checks. Every
 rule can be switched off and tuned from YAML through `FilterConfig`; nothing is dropped without a
 reason code, so rejections can be written out and counted.
 """
@@ -13,120 +13,9 @@ import string
 from collections.abc import Callable
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from pipeline.quality.config import FilterConfig
 from pipeline.quality.rouge import rouge_l, tokenize
 from pipeline.run.schemas import Instance
-
-# Self-Instruct's 13 terms (tasks a text-only model cannot do), then Alpaca's additions.
-SELF_INSTRUCT_BLACKLIST = (
-    "image",
-    "images",
-    "graph",
-    "graphs",
-    "picture",
-    "pictures",
-    "file",
-    "files",
-    "map",
-    "maps",
-    "draw",
-    "plot",
-    "go to",
-)
-ALPACA_BLACKLIST_ADDITIONS = ("video", "audio", "music", "flowchart", "diagram")
-
-DEFAULT_PLACEHOLDERS = ("N/A", "<nooutput>", "<no output>", "...", "\u2026")
-DEFAULT_FILLER = (
-    "lorem ipsum",
-    "dolor sit amet",
-    "consectetur adipiscing",
-    "insert text here",
-    "your text here",
-    "text goes here",
-    "placeholder text",
-)
-DEFAULT_REFUSALS = (
-    "as an ai language model",
-    "as a language model",
-    "as an ai model",
-    "as an ai assistant",
-    "i'm sorry, but i cannot",
-    "i am sorry, but i cannot",
-    "i'm sorry, but i can't",
-    "i'm sorry, but as an ai",
-)
-
-
-class FilterConfig(BaseModel):
-    """Which rules run and with what parameters. Each rule's switch is named after its reason code."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # instruction rules
-    too_short: bool = Field(True, description="reject instructions with fewer than min_words words")
-    min_words: int = Field(4, ge=0, description="Self-Instruct drops <= 3 words")
-    too_long: bool = Field(True, description="reject instructions with more than max_words words")
-    max_words: int = Field(150, ge=1, description="Self-Instruct drops > 150 words")
-    blacklisted_word: bool = Field(True, description="reject instructions naming a blacklisted term")
-    blacklist: list[str] = Field(
-        default_factory=lambda: [*SELF_INSTRUCT_BLACKLIST, *ALPACA_BLACKLIST_ADDITIONS],
-        description="whole words/phrases, case-insensitive: things a text model cannot see, draw or open",
-    )
-    write_a_program: bool = Field(True, description="reject instructions starting with a banned prefix")
-    banned_prefixes: list[str] = Field(
-        default_factory=lambda: ["Write a program"],
-        description="case-insensitive; models pile 'write a program' onto tasks, leaving it unclear what to output",
-    )
-    starts_with_punctuation: bool = Field(
-        True, description="reject instructions starting with ASCII punctuation"
-    )
-    starts_with_non_ascii: bool = Field(
-        True, description="reject instructions starting with a non-ASCII character"
-    )
-    truncated: bool = Field(
-        True, description="reject a reply cut off by the length limit (finish reason 'length')"
-    )
-    # instance rules
-    empty_output: bool = Field(True, description="reject instances whose output is blank")
-    output_equals_input: bool = Field(True, description="reject instances that echo their input")
-    ends_with_colon: bool = Field(
-        True, description="reject an input or output ending with ':' (cut-off generation)"
-    )
-    placeholder_output: bool = Field(True, description="reject outputs that only stand in for an answer")
-    placeholders: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_PLACEHOLDERS), description="whole outputs, case-insensitive"
-    )
-    refusal: bool = Field(True, description="reject outputs that refuse or talk about being an AI")
-    refusal_phrases: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_REFUSALS), description="substrings, case-insensitive"
-    )
-    output_repeats_instruction: bool = Field(
-        True, description="reject an output that restates the instruction (ROUGE-L above repeat_threshold)"
-    )
-    output_repeats_input: bool = Field(
-        True,
-        description="reject an output that copies its input: ROUGE-L above repeat_threshold and no word "
-        "the input lacks (edits such as grammar fixes add words and are kept)",
-    )
-    repeat_threshold: float = Field(
-        0.85, gt=0.0, le=1.0, description="ROUGE-L F-measure at or above which an output repeats"
-    )
-    filler_output: bool = Field(True, description="reject outputs containing known filler text")
-    filler_phrases: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_FILLER), description="substrings, case-insensitive"
-    )
-    duplicate_instance: bool = Field(
-        True, description="keep the first of identical (input, output) instances"
-    )
-    conflicting_outputs: bool = Field(
-        True, description="drop every instance of a non-empty input that has different outputs in one task"
-    )
-    too_many_instances: bool = Field(
-        True, description="keep at most max_instances per task, first ones first"
-    )
-    max_instances: int = Field(5, ge=1, description="Self-Instruct keeps at most 5 instances per task")
-
 
 _DEFAULT = FilterConfig()
 
@@ -157,7 +46,9 @@ def rule_blacklisted_word(text: str, finish_reason: str | None, config: FilterCo
     return "blacklisted_word" if pattern is not None and pattern.search(text) else None
 
 
-def rule_write_a_program(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+def rule_banned_prefix(text: str, finish_reason: str | None, config: FilterConfig) -> str | None:
+    """Any of `config.banned_prefixes` (Self-Instruct bans "Write a program"); the reason code and
+    switch keep Self-Instruct's name, `write_a_program`, so existing configs and runs still read."""
     lowered = text.casefold()
     hit = any(lowered.startswith(prefix.casefold()) for prefix in config.banned_prefixes)
     return "write_a_program" if hit else None
@@ -180,7 +71,7 @@ INSTRUCTION_RULES: dict[str, InstructionRule] = {
     "too_short": rule_too_short,
     "too_long": rule_too_long,
     "blacklisted_word": rule_blacklisted_word,
-    "write_a_program": rule_write_a_program,
+    "write_a_program": rule_banned_prefix,
     "starts_with_punctuation": rule_starts_with_punctuation,
     "starts_with_non_ascii": rule_starts_with_non_ascii,
     "truncated": rule_truncated,

@@ -1,10 +1,11 @@
 """The figures of a run, computed from its files: what the pipeline kept, what it threw away and why.
 
-Everything is read from the run directory's contract files (machine_tasks.jsonl, rejected.jsonl,
-summary.json, config.yaml) and returned as plain JSON-ready dicts, so that the HTML report, the
-dataset card and `report --json` show the same numbers, and a test can check each one against the
-files. Counts of kept and rejected records come from the JSONL files themselves (the record of
-truth); requests, candidates, tokens and timings exist only in summary.json and come from there.
+Everything is read through the run's one reader (`pipeline.run.reader.Run`: config.yaml, the
+committed records of machine_tasks.jsonl and rejected.jsonl, the typed summary.json) and returned as
+plain JSON-ready dicts, so that the HTML report, the dataset card and `report --json` show the same
+numbers, and a test can check each one against the files. Counts of kept and rejected records come
+from the JSONL files themselves (the record of truth); requests, candidates, tokens and timings exist
+only in summary.json and come from there.
 """
 
 from __future__ import annotations
@@ -16,19 +17,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel
 
-from pipeline.core.errors import UserError
-from pipeline.core.jsonio import load_models
 from pipeline.run.judgments import judgment_figures, read_judgments
+from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES
-from pipeline.run.schemas import MachineTask, Rejection, SeedTask
-
-M = TypeVar("M", bound=BaseModel)
+from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdentity
+from pipeline.run.summary import RunSummary
 
 # TASK_STAGES (from the run directory's writer) are the stages whose records are whole candidate
 # tasks, in funnel order: candidates = kept + their records. Other stages are not candidates: "parse"
@@ -50,138 +47,57 @@ EXAMPLE_CHARS = 300
 
 @dataclass
 class RunData:
-    """A run directory's files, parsed and validated."""
+    """What the report shows of a run: its committed records and summary, read once through `Run`."""
 
-    run_dir: Path
+    source: Run
     config: dict[str, Any]
     config_text: str
-    summary: dict[str, Any]
+    summary: RunSummary
     tasks: list[MachineTask]
     rejections: list[Rejection]
     notes: list[str] = field(default_factory=list)
-    rounds_done: int | None = None
+    rounds_done: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.source.path
 
 
 # ---------------------------------------------------------------------------------------------- I/O
 
 
-def load_records(path: Path, model: type[M]) -> list[M]:
-    """Validate every line of one of our append-only files; a torn last line (a kill) is skipped."""
-    return [record for _, record in load_models(path, model, skip_torn_tail=True)]
-
-
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory; missing required files are a `UserError` naming what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise UserError(f"{run_dir}: no such run directory")
-    if not run_dir.is_dir():
-        raise UserError(
-            f"{run_dir}: not a directory; expected a run directory made by `selfinstruct generate`"
-        )
-    if not (run_dir / "summary.json").is_file():
-        raise UserError(
-            f"{run_dir}: not a run directory with results: missing summary.json "
-            "(run `selfinstruct generate --run-dir` first)"
-        )
+    """Read a run for the report; a missing or broken file is a `UserError` naming it."""
+    run = Run.open(run_dir)
+    summary = run.summary()
     notes: list[str] = []
-    summary_path = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{summary_path}, line {exc.lineno}: bad JSON: {exc.msg}") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{summary_path}, line 1: expected a JSON object")
-    config: dict[str, Any] = {}
-    config_text = ""
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        config_text = config_path.read_text(encoding="utf-8")
-        try:
-            loaded = yaml.safe_load(config_text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f", line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"{config_path}{where}: bad YAML: {exc.problem or exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UserError(f"{config_path}, line 1: expected a mapping of settings")
-        config = loaded or {}
-    else:
+    config = run.read_config()
+    if config is None:
         notes.append("config.yaml is missing: settings are not shown")
-    tasks_path = run_dir / "machine_tasks.jsonl"
-    if tasks_path.is_file():
-        tasks = load_records(tasks_path, MachineTask)
-    elif summary.get("kept_total") == 0:
+    committed = run.committed()
+    if not run.tasks_path.is_file():
         # The writer appends only kept tasks, so a run that kept none has no file: report its rejections.
-        tasks = []
         notes.append("the run has kept no task yet, so machine_tasks.jsonl does not exist")
-    else:
-        raise UserError(
-            f"{run_dir}: missing machine_tasks.jsonl although summary.json counts "
-            f"{summary.get('kept_total', 'some')} kept tasks (run `selfinstruct generate --run-dir` first)"
-        )
-    rejected_path = run_dir / "rejected.jsonl"
-    if rejected_path.is_file():
-        rejections = load_records(rejected_path, Rejection)
-    else:
-        rejections = []
+    if not run.rejected_path.is_file():
         notes.append("rejected.jsonl is missing: no rejections are shown")
-    rounds_done = committed_rounds(run_dir / "state.json")
-    if rounds_done is not None:
-        pending = sum(t.round > rounds_done for t in tasks) + sum(r.round > rounds_done for r in rejections)
-        if pending:
-            notes.append(
-                f"{pending} record(s) of round {rounds_done + 1}, not committed (the run was stopped during it), "
-                "are left out; rerun `selfinstruct generate` to finish that round"
-            )
-            tasks = [t for t in tasks if t.round <= rounds_done]
-            rejections = [r for r in rejections if r.round <= rounds_done]
-    return RunData(run_dir, config, config_text, summary, tasks, rejections, notes, rounds_done)
-
-
-def committed_rounds(state_path: Path) -> int | None:
-    """Rounds recorded as done in state.json (the run's commit point), or None without a usable one."""
-    if not state_path.is_file():
-        return None
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    done = state.get("rounds_done") if isinstance(state, dict) else None
-    return done if isinstance(done, int) and not isinstance(done, bool) else None
-
-
-def seeds_path_for(run: RunData, override: str | Path | None = None) -> Path:
-    """Which seeds the run used: --seeds, else config.yaml's `seeds` (null: the project default)."""
-    from pipeline.run.seeds import default_seeds_path
-
-    if override is not None:
-        return Path(override)
-    configured = run.config.get("seeds")
-    if configured is None and "seeds" not in run.config:
-        configured = (run.summary.get("seeds") or {}).get("path")
-    if not configured:
-        return default_seeds_path()
-    path = Path(configured)
-    if not path.is_absolute() and not path.exists() and (run.run_dir / path).exists():
-        path = run.run_dir / path
-    return path
-
-
-def load_run_seeds(run: RunData, override: str | Path | None = None) -> tuple[Path, list[SeedTask]]:
-    from pipeline.run.seeds import load_seeds
-
-    path = seeds_path_for(run, override)
-    if not path.is_file():
-        raise UserError(f"{path}: seeds file of run {run.run_dir} not found; pass it with --seeds PATH")
-    return path, load_seeds(path)
+    if committed.left_out:
+        notes.append(
+            f"{committed.left_out} record(s) of round {committed.rounds_done + 1}, not committed (the run was "
+            "stopped during it), are left out; rerun `selfinstruct generate` to finish that round"
+        )
+    return RunData(
+        source=run,
+        config=config or {},
+        config_text=run.config_text(),
+        summary=summary,
+        tasks=committed.tasks,
+        rejections=committed.rejections,
+        notes=notes,
+        rounds_done=committed.rounds_done,
+    )
 
 
 # ------------------------------------------------------------------------------------- the figures
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def stage_counts(rejections: list[Rejection]) -> dict[str, int]:
@@ -198,11 +114,11 @@ def funnel(run: RunData) -> dict[str, Any]:
     Reply parse problems and instances dropped from kept tasks are shown beside the funnel, not in
     it: neither is a candidate task.
     """
-    totals = run.summary.get("totals") or {}
-    candidates = int(_num(totals.get("candidates")))
+    totals = run.summary.totals
+    candidates = totals.candidates
     by_stage = stage_counts(run.rejections)
     steps: list[dict[str, Any]] = [
-        {"step": "teacher requests (all kinds)", "stage": None, "count": int(_num(totals.get("requests")))},
+        {"step": "teacher requests (all kinds)", "stage": None, "count": totals.requests},
         {"step": "candidate instructions", "stage": None, "count": candidates},
     ]
     remaining = candidates
@@ -421,22 +337,13 @@ def rounds(run: RunData) -> dict[str, Any]:
     kept_in_files = Counter(t.round for t in run.tasks)
     rejected_in_files = Counter(r.round for r in run.rejections)
     rows = []
-    for entry in run.summary.get("rounds") or []:
-        if not isinstance(entry, dict) or "round" not in entry:
-            continue
-        number = int(entry["round"])
-        row: dict[str, Any] = {"round": number}
-        for key in ROUND_FIELDS:
-            value = entry.get(key)
-            row[key] = value if isinstance(value, int | float) or value is None else None
-        rejected = entry.get("rejected") or {}
-        row["rejected_reasons"] = dict(rejected) if isinstance(rejected, dict) else {}
-        row["kept_in_files"] = kept_in_files.get(number, 0)
-        row["rejected_in_files"] = rejected_in_files.get(number, 0)
+    for entry in sorted(run.summary.rounds, key=lambda r: r.round):
+        row: dict[str, Any] = {"round": entry.round, **{key: getattr(entry, key) for key in ROUND_FIELDS}}
+        row["rejected_reasons"] = dict(entry.rejected)
+        row["kept_in_files"] = kept_in_files.get(entry.round, 0)
+        row["rejected_in_files"] = rejected_in_files.get(entry.round, 0)
         rows.append(row)
-    rows.sort(key=lambda r: r["round"])
-    totals_in = run.summary.get("totals") or {}
-    totals = {key: totals_in.get(key) for key in ROUND_FIELDS}
+    totals: dict[str, Any] = {key: getattr(run.summary.totals, key) for key in ROUND_FIELDS}
     totals["kept_in_files"] = len(run.tasks)
     totals["rejected_in_files"] = len(run.rejections)
     return {"rows": rows, "totals": totals, "count": len(rows)}
@@ -468,21 +375,19 @@ def sample_tasks(
 def consistency(run: RunData, funnel_figures: dict[str, Any]) -> list[str]:
     """Where summary.json and the record files disagree (a run killed between the two writes, say)."""
     notes = []
-    totals = run.summary.get("totals") or {}
-    kept_total = run.summary.get("kept_total", totals.get("kept"))
-    if isinstance(kept_total, int) and kept_total != len(run.tasks):
+    kept_total = run.summary.kept_total
+    if kept_total != len(run.tasks):
         notes.append(
             f"summary.json counts {kept_total} kept tasks; machine_tasks.jsonl holds {len(run.tasks)}"
         )
-    by_stage = totals.get("rejected_by_stage")
-    if isinstance(by_stage, dict):
-        files = funnel_figures["rejected_by_stage"]
-        for stage in sorted(set(by_stage) | set(files)):
-            if int(_num(by_stage.get(stage))) != files.get(stage, 0):
-                notes.append(
-                    f"summary.json counts {int(_num(by_stage.get(stage)))} rejections at stage {stage!r}; "
-                    f"rejected.jsonl holds {files.get(stage, 0)}"
-                )
+    by_stage = run.summary.totals.rejected_by_stage
+    files = funnel_figures["rejected_by_stage"]
+    for stage in sorted(set(by_stage) | set(files)):
+        if by_stage.get(stage, 0) != files.get(stage, 0):
+            notes.append(
+                f"summary.json counts {by_stage.get(stage, 0)} rejections at stage {stage!r}; "
+                f"rejected.jsonl holds {files.get(stage, 0)}"
+            )
     if funnel_figures["unaccounted"] != 0:
         notes.append(
             f"candidates minus rejections leaves {funnel_figures['unaccounted'] + funnel_figures['kept']}, "
@@ -498,28 +403,26 @@ def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
 
 def overview(run: RunData, seeds_path: Path, seed_count: int) -> dict[str, Any]:
     summary = run.summary
-    teacher = summary.get("teacher") or {}
-    if not teacher and run.tasks:
-        teacher = run.tasks[0].teacher.model_dump()
-    method = summary.get("method") or (run.tasks[0].method if run.tasks else "")
-    totals = summary.get("totals") or {}
+    teacher = summary.teacher or (run.tasks[0].teacher if run.tasks else None)
+    unknown = dict.fromkeys(TeacherIdentity.model_fields, "")
+    totals = summary.totals
     return {
         "run": run.run_dir.name,
         "run_dir": str(run.run_dir),
-        "method": method,
-        "teacher": {k: teacher.get(k, "") for k in ("backend", "model", "fingerprint")},
+        "method": summary.method,
+        "teacher": teacher.model_dump() if teacher else unknown,
         "seeds_path": str(seeds_path),
         "seeds": seed_count,
-        "rounds": len(summary.get("rounds") or []),
+        "rounds": len(summary.rounds),
         "kept_tasks": len(run.tasks),
         "instances": sum(len(t.instances) for t in run.tasks),
         "rejected": len(run.rejections),
-        "prompt_tokens": totals.get("prompt_tokens"),
-        "completion_tokens": totals.get("completion_tokens"),
-        "cost": totals.get("cost"),
-        "seconds": totals.get("seconds"),
-        "tokens_per_s": totals.get("tokens_per_s"),
-        "updated_at": summary.get("updated_at"),
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "cost": totals.cost,
+        "seconds": totals.seconds,
+        "tokens_per_s": totals.tokens_per_s,
+        "updated_at": summary.updated_at,
         "dedup_threshold": _section(run.config, "dedup").get("threshold"),
         "filters": _section(run.config, "filters"),
     }

@@ -131,6 +131,14 @@ def _empty(text: str) -> str:
     return f'<p class="empty">{escape(text)}</p>'
 
 
+def _dtype(teacher: dict[str, Any]) -> str:
+    """ "bfloat16 (cpu has avx512_bf16)"; "–" where the run did not record it (a remote server's)."""
+    if not teacher.get("dtype"):
+        return "–"
+    reason = teacher.get("dtype_reason")
+    return f"{teacher['dtype']} ({reason})" if reason else str(teacher["dtype"])
+
+
 def _overview(fig: dict[str, Any]) -> str:
     ov, funnel = fig["overview"], fig["funnel"]
     tokens = [v for v in (ov["prompt_tokens"], ov["completion_tokens"]) if isinstance(v, int | float)]
@@ -160,6 +168,7 @@ def _overview(fig: dict[str, Any]) -> str:
         ["method", escape(str(ov["method"]))],
         ["teacher", escape(f"{teacher['backend']}: {teacher['model']}")],
         ["teacher fingerprint", f"<code>{escape(str(teacher['fingerprint']) or '–')}</code>"],
+        ["teacher dtype", escape(_dtype(teacher))],
         ["seeds", escape(f"{ov['seeds']} tasks from {ov['seeds_path']}")],
         [
             "dedup threshold (ROUGE-L)",

@@ -7,16 +7,14 @@ title, labelled axes and the counts written on its bars, so it reads without the
 from __future__ import annotations
 
 import base64
+import functools
 import io
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 BLUE = "#3b6ea8"
 RED = "#c0504d"
@@ -25,24 +23,35 @@ GREY = "#9aa3ad"
 ORANGE = "#d9822b"
 PALETTE = ["#3b6ea8", "#d9822b", "#4f9a5b", "#c0504d", "#7e5ea8", "#2a9d9d", "#b8860b", "#8c564b", "#e377c2"]
 DPI = 110
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+}
+"""The charts' look, applied only while a chart is drawn (`styled`): matplotlib's global state is not ours."""
 
-plt.rcParams.update(
-    {
-        "font.size": 10,
-        "axes.titlesize": 12,
-        "axes.titleweight": "bold",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "figure.facecolor": "white",
-    }
-)
+P = TypeVar("P", bound=Callable[..., Any])
+
+
+def styled(plot: P) -> P:
+    """Draw and save under `STYLE` in a local rc context; the figures are plain `Figure` objects (no
+    pyplot, so no global backend or figure registry is touched)."""
+
+    @functools.wraps(plot)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def to_data_uri(fig: Figure) -> str:
-    """PNG bytes of `fig` as a data: URI; the figure is closed so that memory does not grow."""
+    """PNG bytes of `fig` as a data: URI (Agg renders it: a bare `Figure` needs no backend)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -50,12 +59,14 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.3g}"
 
 
+@styled
 def plot_funnel(funnel: dict[str, Any]) -> str:
     steps = funnel["steps"]
     labels = [s["step"] for s in steps]
     values = [s.get("removed", s["count"]) for s in steps]
     colors = [RED if "removed" in s else (GREEN if s["step"] == "kept tasks" else BLUE) for s in steps]
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(steps) + 1.2))
+    fig = Figure(figsize=(9, 0.5 * len(steps) + 1.2))
+    ax = fig.subplots()
     bars = ax.barh(range(len(steps)), values, color=colors)
     ax.set_yticks(range(len(steps)), labels)
     ax.invert_yaxis()
@@ -67,11 +78,13 @@ def plot_funnel(funnel: dict[str, Any]) -> str:
     return to_data_uri(fig)
 
 
+@styled
 def plot_reasons(reasons: list[dict[str, Any]], top: int = 20) -> str | None:
     if not reasons:
         return None
     shown = reasons[:top]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(shown) + 1.3))
+    fig = Figure(figsize=(9, 0.38 * len(shown) + 1.3))
+    ax = fig.subplots()
     bars = ax.barh(range(len(shown)), [r["count"] for r in shown], color=RED)
     ax.set_yticks(range(len(shown)), [r["reason"] for r in shown])
     ax.invert_yaxis()
@@ -83,11 +96,13 @@ def plot_reasons(reasons: list[dict[str, Any]], top: int = 20) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_novelty(novelty: dict[str, Any]) -> str | None:
     bins = novelty["histogram"]
     if not novelty["scores"]["n"]:
         return None
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.subplots()
     width = bins[0]["hi"] - bins[0]["lo"]
     bars = ax.bar(
         [b["lo"] for b in bins], [b["count"] for b in bins], width=width * 0.92, align="edge", color=BLUE
@@ -107,11 +122,13 @@ def plot_novelty(novelty: dict[str, Any]) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_lengths(lengths: dict[str, Any]) -> str | None:
     parts = [(name, lengths[name]) for name in ("instruction", "input", "output")]
     if not any(p["n"] for _, p in parts):
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
     titles = {"instruction": "Instructions", "input": "Non-empty inputs", "output": "Outputs"}
     for ax, (name, part), color in zip(axes, parts, (BLUE, ORANGE, GREEN), strict=True):
         ax.set_title(f"{titles[name]} (n={part['n']})")
@@ -139,11 +156,13 @@ def plot_lengths(lengths: dict[str, Any]) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_shares(shares: dict[str, Any]) -> str | None:
     n = shares["tasks"]
     if not n:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 2.6))
+    fig = Figure(figsize=(11, 2.6))
+    axes = fig.subplots(1, 2)
     panels = [
         (
             "Classification tasks",
@@ -169,12 +188,14 @@ def plot_shares(shares: dict[str, Any]) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_verbs(verbs: dict[str, Any], top: int = 20) -> str | None:
     """Top verbs as bars, each split into its most common direct objects (the paper's verb-noun view)."""
     rows = verbs["verbs"][:top]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.4))
+    fig = Figure(figsize=(10, 0.42 * len(rows) + 1.4))
+    ax = fig.subplots()
     for y, row in enumerate(rows):
         left = 0
         for k, noun in enumerate(row["nouns"]):
@@ -207,12 +228,14 @@ def plot_verbs(verbs: dict[str, Any], top: int = 20) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_rounds(rounds: dict[str, Any]) -> str | None:
     rows = rounds["rows"]
     if not rows:
         return None
     xs = [r["round"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 2)
     ax = axes[0]
     width = 0.4
     cand = ax.bar(
@@ -248,12 +271,14 @@ def plot_rounds(rounds: dict[str, Any]) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
 def plot_judge(judge: dict[str, Any] | None) -> str | None:
     """The judge's scores: how many tasks got each score from 1 to 5."""
     if not judge or not judge["scored"]:
         return None
     rows = judge["histogram"]
-    fig, ax = plt.subplots(figsize=(7, 2.8))
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.subplots()
     colors = [RED, ORANGE, GREY, BLUE, GREEN]
     bars = ax.bar([str(r["score"]) for r in rows], [r["count"] for r in rows], color=colors)
     ax.bar_label(bars, labels=[f"{r['count']:,}" for r in rows], padding=2)

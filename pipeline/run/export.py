@@ -21,40 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.errors import UserError
+from pipeline.core.errors import InputFileError, UserError
 from pipeline.core.jsonio import read_records, write_json_atomic, write_text_atomic
 from pipeline.run.judgments import JudgeFilter, select_tasks
-from pipeline.run.rundir import RunDir
+from pipeline.run.reader import Run
 from pipeline.run.schemas import MachineTask, SeedTask
 
 Format = Literal["alpaca", "jsonl", "messages", "hf"]
 FORMATS: tuple[str, ...] = ("alpaca", "jsonl", "messages", "hf")
 COLUMNS = ("instruction", "input", "output", "task_id")
-
-
-def committed_tasks(run_dir: str | Path) -> list[MachineTask]:
-    """The kept tasks of committed rounds (a round cut short by a kill is not exported until redone)."""
-    run = RunDir(run_dir)
-    if not run.path.exists():
-        raise UserError(f"{run.path}: no such run directory")
-    if not run.path.is_dir():
-        raise UserError(f"{run.path}: not a run directory (it is a file)")
-    if not run.tasks_path.exists() and run.read_state() is None:
-        raise UserError(f"{run.path}: not a run directory (no machine_tasks.jsonl or state.json)")
-    state = run.read_state()
-    tasks = run.read_tasks()
-    if state is not None:
-        tasks = [t for t in tasks if t.round <= state.rounds_done]
-    return tasks
-
-
-def run_seeds(run_dir: str | Path) -> list[SeedTask]:
-    """The seed tasks a run was made from (the path in its config.yaml)."""
-    from pipeline.run.seeds import default_seeds_path, load_seeds
-
-    stored = RunDir(run_dir).read_config() or {}
-    path = stored.get("seeds") or default_seeds_path()
-    return load_seeds(path)
 
 
 def task_examples(tasks: list[MachineTask], seeds: list[SeedTask] | None = None) -> list[dict[str, Any]]:
@@ -119,7 +94,8 @@ def export_run(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not 0.0 <= test_size < 1.0:
         raise UserError(f"--test-size must be in [0, 1), got {test_size}")
-    tasks = committed_tasks(run_dir)
+    run = Run.open(run_dir)
+    tasks = run.committed_tasks()
     if not tasks:
         raise UserError(f"{run_dir}: the run has no kept tasks yet; run `selfinstruct generate` first")
     judged: dict[str, int] | None = None
@@ -128,7 +104,7 @@ def export_run(
         if not tasks:
             why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in judged.items() if k != "kept")
             raise UserError(f"{run_dir}: no task passes the judge filter ({keep.describe()}): {why}")
-    seeds = run_seeds(run_dir) if include_seeds else None
+    seeds = run.seeds()[1] if include_seeds else None
     examples = task_examples(tasks, seeds)
     out = Path(out)
     info: dict[str, Any] = {"format": fmt, "path": str(out), "tasks": len(tasks), "examples": len(examples)}
@@ -202,8 +178,8 @@ def load_examples(path: str | Path, split: str | None = None) -> list[dict[str, 
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir():
-        if (path / "machine_tasks.jsonl").exists() or (path / "state.json").exists():
-            tasks = committed_tasks(path)
+        if Run(path).looks_like_run():
+            tasks = Run.open(path).committed_tasks()
             if not tasks:
                 raise UserError(f"{path}: the run has no kept tasks yet")
             return [_plain(e) for e in task_examples(tasks)]
@@ -222,8 +198,6 @@ def load_examples(path: str | Path, split: str | None = None) -> list[dict[str, 
             continue
         out.append(_plain(row))
     if problems:
-        from pipeline.core.errors import InputFileError
-
         raise InputFileError(str(path), problems)
     if not out:
         raise UserError(f"{path}: no examples")

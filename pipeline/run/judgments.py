@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import append_jsonl, load_models
+from pipeline.run.layout import JUDGMENTS_FILE, RunLayout
 from pipeline.run.schemas import MachineTask, TeacherIdentity
 
-JUDGMENTS_FILE = "judgments.jsonl"
 QUESTIONS = ("valid_instruction", "appropriate_input", "correct_output")
 QUESTION_LABELS = {
     "valid_instruction": "instruction describes a valid task",
@@ -79,7 +79,7 @@ def task_digest(task: MachineTask) -> str:
 
 
 def judgments_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / JUDGMENTS_FILE
+    return RunLayout(run_dir).judgments_path
 
 
 def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
@@ -88,7 +88,7 @@ def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
     if not path.exists():
         return {}
     current: dict[str, Judgment] = {}
-    for _, judgment in load_models(path, Judgment, skip_torn_tail=True):
+    for judgment in load_models(path, Judgment, skip_torn_tail=True):
         current[judgment.task_id] = judgment
     return current
 

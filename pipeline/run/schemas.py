@@ -41,11 +41,45 @@ class SeedTask(BaseModel):
 
 
 class TeacherIdentity(BaseModel):
-    """Which model answered: enough to tell two teachers apart in a record and in the cache key."""
+    """Which model answered: enough to tell two teachers apart in a record and in the cache key.
+
+    `dtype` is the precision the engine computes in (bf16 and fp32 give different completions);
+    "" where we cannot know it (a remote server decides). `dtype_reason` says why it was chosen; it
+    is shown, not compared.
+    """
 
     backend: str
     model: str
     fingerprint: str = ""
+    dtype: str = ""
+    dtype_reason: str = ""
+
+    def key(self) -> dict[str, str]:
+        """The fields that decide an answer: what a cache key hashes and a resumed run must match.
+
+        An unknown dtype adds nothing, so identities without one keep the keys they always had.
+        """
+        out = {"backend": self.backend, "model": self.model, "fingerprint": self.fingerprint}
+        if self.dtype:
+            out["dtype"] = self.dtype
+        return out
+
+    def differences(self, new: TeacherIdentity) -> list[str]:
+        """`teacher.<field>: old -> new` lines for the deciding fields on which `new` differs.
+
+        A dtype recorded by neither side, or only by `new` (a run from before dtypes were
+        recorded), is not a difference: there is nothing to compare it with.
+        """
+        old_key, new_key = self.key(), new.key()
+        if "dtype" not in old_key:
+            new_key.pop("dtype", None)
+        out = []
+        for field in sorted(set(old_key) | set(new_key)):
+            before, after = old_key.get(field, "<unset>"), new_key.get(field, "<unset>")
+            if before != after:
+                why = f" ({new.dtype_reason})" if field == "dtype" and new.dtype_reason else ""
+                out.append(f"teacher.{field}: {before!r} -> {after!r}{why}")
+        return out
 
 
 class MachineTask(BaseModel):

@@ -1,8 +1,7 @@
-"""Loading and describing seed task files (the Self-Instruct seed format)."""
+"""Seed task files (the Self-Instruct seed format): loading them, and the one rule for which file a run uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import InputFileError
@@ -15,6 +14,23 @@ DEFAULT_SEEDS = Path(__file__).resolve().parents[2] / "seeds" / "seed_tasks.json
 def default_seeds_path() -> Path:
     """Our own 175 seed tasks, next to the package in a checkout."""
     return DEFAULT_SEEDS
+
+
+def resolve_seeds_path(configured: str | Path | None, run_dir: str | Path | None = None) -> Path:
+    """Which seeds file a run uses: the one rule, for the generator and every reader of a run.
+
+    No path (None or empty) means the project's own seeds. A relative path is taken from the working
+    directory, as `generate` took it; a reader that passes `run_dir` also finds the file there when it
+    is not under the working directory (a run directory moved together with its seeds).
+    """
+    if configured is None or not str(configured):
+        return default_seeds_path()
+    path = Path(configured)
+    if run_dir is not None and not path.is_absolute() and not path.exists():
+        beside = Path(run_dir) / path
+        if beside.exists():
+            return beside
+    return path
 
 
 def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None) -> list[SeedTask]:
@@ -41,49 +57,7 @@ def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None
                 problems.append(f'line {lineno}, field "instances.{k}.output": output is empty')
         return problems
 
-    rows = load_models(path, SeedTask, check)
-    if not rows:
+    tasks = load_models(path, SeedTask, check)
+    if not tasks:
         raise InputFileError(str(path), ["line 1: the file holds no seed tasks"])
-    return [task for _, task in rows]
-
-
-@dataclass(frozen=True)
-class SeedStats:
-    count: int
-    classification: int
-    with_input_share: float
-    min_words: int
-    max_words: int
-    instances: int
-    max_pairwise_rouge: float
-    max_pair: tuple[str, str]
-
-    def as_dict(self) -> dict:
-        return {
-            "count": self.count,
-            "classification": self.classification,
-            "with_input_share": round(self.with_input_share, 4),
-            "instruction_words": [self.min_words, self.max_words],
-            "instances": self.instances,
-            "max_pairwise_rougeL": round(self.max_pairwise_rouge, 4),
-            "max_pair": list(self.max_pair),
-        }
-
-
-def seed_stats(tasks: list[SeedTask], tokenizer: str = "rouge") -> SeedStats:
-    """The figures `seeds validate` prints; the max pairwise ROUGE-L uses the exact dedup scorer."""
-    from pipeline.quality.rouge import max_pairwise
-
-    words = [len(t.instruction.split()) for t in tasks]
-    score, i, j = max_pairwise([t.instruction for t in tasks], tokenizer=tokenizer)
-    pair = (tasks[i].id, tasks[j].id) if i >= 0 else ("", "")
-    return SeedStats(
-        count=len(tasks),
-        classification=sum(t.is_classification for t in tasks),
-        with_input_share=sum(any(x.input.strip() for x in t.instances) for t in tasks) / len(tasks),
-        min_words=min(words),
-        max_words=max(words),
-        instances=sum(len(t.instances) for t in tasks),
-        max_pairwise_rouge=score,
-        max_pair=pair,
-    )
+    return tasks

@@ -3,13 +3,17 @@
 Backends implement `stream`, which hands completions back as they finish; `generate` collects them,
 keeps the live `Usage` and drives the caller's progress. Streaming is what lets the cache write each
 completion durably the moment it exists, so a killed run loses nothing it already paid for.
+
+The batch is a `RequestQueue` that may grow while it is being answered: `answer` lets the caller's
+`deliver` add follow-up requests (say, a classification request for an instruction that just came
+back), and backends send them at once, so the engine never waits for the slowest reply of a stage.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -65,24 +69,54 @@ class Request(BaseModel):
 
 
 class Completion(BaseModel):
-    """What came back for one request: `n` texts with their finish reasons, token counts and timing."""
+    """What came back for one request: `n` texts with their finish reasons and token counts."""
 
     texts: list[str]
     finish_reasons: list[str]
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float
     backend: str
     model: str
     cached: bool = False
 
 
-Deliver = Callable[[list[tuple[int, Completion]]], None]
-"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once."""
+Deliver = Callable[[list[tuple[int, Completion]]], Awaitable[None] | None]
+"""Receives `(request index, completion)` pairs as they finish; each index is delivered exactly once.
+
+To a backend that `awaits_delivery` it may return an awaitable: the delivery is done (the answers
+are stored, the caller has seen them) only once the backend has awaited it on its own loop.
+Otherwise it returns None when done, and may block meanwhile (the cache writes to disk)."""
+
+
+class RequestQueue:
+    """The requests of one `answer` call, numbered in the order they were added; more may be added
+    while it runs (from `deliver`, which backends call on their own thread, between sends)."""
+
+    def __init__(self, requests: Iterable[Request] = ()):
+        self._requests: list[Request] = []
+        self._taken = 0
+        self.add(requests)
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, requests: Iterable[Request]) -> range:
+        """Append requests; return their indices (the ones `deliver` will name)."""
+        start = len(self._requests)
+        self._requests.extend(requests)
+        return range(start, len(self._requests))
+
+    def take(self) -> list[tuple[int, Request]]:
+        """The requests added since the last `take`, with their indices: what a backend sends next."""
+        start, self._taken = self._taken, len(self._requests)
+        return list(enumerate(self._requests[start:], start=start))
 
 
 class Teacher(ABC):
     """A model that answers batches of requests. Use `generate`; subclasses implement `stream`."""
+
+    awaits_delivery: bool = False
+    """True for backends that run an event loop and await what `deliver` returns (never blocking in it)."""
 
     def __init__(self, identity: TeacherIdentity, usage: Usage | None = None):
         self._identity = identity
@@ -111,32 +145,41 @@ class Teacher(ABC):
 
         def deliver(batch: list[tuple[int, Completion]]) -> None:
             for index, completion in batch:
-                if results[index] is not None:
-                    raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
                 results[index] = completion
-                self._usage.record(completion)
-            if on_done is not None and batch:
+            if on_done is not None:
                 on_done(len(batch))
+
+        self.answer(RequestQueue(requests), deliver)
+        return [c for c in results if c is not None]
+
+    def answer(self, queue: RequestQueue, deliver: Deliver) -> None:
+        """Answer every request in `queue`, also those added to it while this runs (typically by
+        `deliver` itself); `usage` is up to date whenever `deliver` runs. Returns when all are answered."""
+        delivered: set[int] = set()
+
+        def record(batch: list[tuple[int, Completion]]) -> None:
+            for index, completion in batch:
+                if index in delivered:
+                    raise RuntimeError(f"{type(self).__name__} delivered request {index} twice")
+                delivered.add(index)
+                self._usage.record(completion)
+            if batch:
+                deliver(batch)
 
         started = time.perf_counter()
         try:
-            self.stream(requests, deliver)
+            self.stream(queue, record)
         finally:
             self._usage.seconds += time.perf_counter() - started
-        missing = [i for i, c in enumerate(results) if c is None]
-        if missing:
+        if len(delivered) != len(queue):
+            missing = sorted(set(range(len(queue))) - delivered)
             raise RuntimeError(f"{type(self).__name__} returned no completion for requests {missing[:10]}")
-        return [c for c in results if c is not None]
 
     @abstractmethod
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
-        """Answer `requests`, calling `deliver` with finished completions as soon as they exist."""
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
+        """Answer the requests `queue.take()` hands out, calling `deliver` with finished completions
+        as soon as they exist; take again after each delivery (it may have added requests) and
+        return only when nothing is left to take and everything taken was delivered."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: most teachers hold nothing to release
         """Release the engine or connections; the teacher is unusable afterwards."""
-
-    def __enter__(self) -> Teacher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

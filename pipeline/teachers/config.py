@@ -1,53 +1,66 @@
-"""Teacher settings as they appear under `teacher:` in a run config.
+"""Teacher settings as they appear under `teacher:` in a run config, and the one vLLM engine options model.
 
-Engine options are vLLM's own (they go to `vllm.LLM` or to `selfinstruct serve`); on a machine
-without CUDA `build_llm` overrides the ones that break or starve the CPU backend.
+`EngineOptions` is the only definition of the engine's settings: `teacher.engine` of a run,
+`evaluate.engine` of a training config and the flags of `selfinstruct serve` are all this model.
+`pipeline.teachers.engine` turns it into `vllm.LLM` keyword arguments or the api_server command
+line (the same vLLM `EngineArgs` either way) after applying the machine's rules (the dtype its CPU
+runs fast, the CPU backend's safety settings). This module is pure data: no vLLM, no torch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+DTYPE_ALIASES = {"half": "float16", "float": "float32"}
+"""vLLM's other spellings of the same dtypes, folded so that one dtype has one name in identities."""
 
 
 class EngineOptions(BaseModel):
+    """vLLM engine settings, named as vLLM's `EngineArgs` names them (flags: `--max-model-len`, ...).
+
+    A field's `cli` extra renames its `selfinstruct serve` flag where an older flag name must keep working.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    dtype: str = "auto"
-    max_model_len: int | None = Field(None, ge=16)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: Dtype = Field(
+        "auto",
+        description="auto: bfloat16 on a CPU with native bf16 (avx512_bf16/AMX), else float32; vLLM's choice on GPU",
+    )
+    max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="share of device memory for the engine (capped at 0.5 on CPU)"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (each layer split)")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="stages one engine spans (its layers split); with ray, across nodes"
+    )
     data_parallel_size: int = Field(
-        1, ge=1, description="in-process vLLM needs 1; use several servers instead"
+        1, ge=1, description="engine replicas in one server; the in-process teacher needs 1"
     )
-    enforce_eager: bool = False
-    enable_prefix_caching: bool = True
-    seed: int = 0
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None,
+        description="how an engine's workers run: mp (processes on this node) or ray (a Ray cluster, "
+        "for a model larger than one node); default: vLLM's choice",
+    )
+    enforce_eager: bool = Field(False, description="no CUDA graphs / compilation (always on on CPU)")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
+    seed: int = Field(0, description="the engine's random seed")
     kv_cache_memory_gib: float | None = Field(
-        None, gt=0.0, description="KV cache size; on CPU defaults to 2 GiB (or VLLM_CPU_KVCACHE_SPACE)"
+        None,
+        gt=0.0,
+        description="KV cache size in GiB (CPU default: 2, or VLLM_CPU_KVCACHE_SPACE)",
+        json_schema_extra={"cli": "kv-cache-gib"},
     )
-    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_seqs: int | None = Field(None, ge=1, description="most sequences in one engine step")
 
-    def llm_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `vllm.LLM`, leaving out what vLLM should decide itself."""
-        out: dict[str, Any] = {
-            "dtype": self.dtype,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager,
-            "enable_prefix_caching": self.enable_prefix_caching,
-            "seed": self.seed,
-        }
-        if self.data_parallel_size != 1:
-            out["data_parallel_size"] = self.data_parallel_size
-        if self.max_model_len is not None:
-            out["max_model_len"] = self.max_model_len
-        if self.kv_cache_memory_gib is not None:
-            out["kv_cache_memory_bytes"] = int(self.kv_cache_memory_gib * (1 << 30))
-        if self.max_num_seqs is not None:
-            out["max_num_seqs"] = self.max_num_seqs
-        return out
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _fold_alias(cls, value: object) -> object:
+        return DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class TeacherConfig(BaseModel):
@@ -57,7 +70,15 @@ class TeacherConfig(BaseModel):
     model: str = Field("bundled", description="a HF folder or hub name; 'bundled' = the embedded SmolLM2")
     base_urls: list[str] = Field(default_factory=list, description="openai backend: one or more .../v1 URLs")
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(64, ge=1)
+    concurrency: int = Field(
+        64, ge=1, description="openai backend: the most requests open at once on one replica (base URL)"
+    )
+    adaptive_concurrency: bool = Field(
+        True,
+        description="openai backend: each replica starts at a few requests at once and finds its own "
+        "limit up to `concurrency` (more while answers come back, fewer on 429/503/timeouts); "
+        "false starts every replica at `concurrency` (overloads still lower it)",
+    )
     max_retries: int = Field(6, ge=0)
     timeout_s: float = Field(600.0, gt=0.0)
     retry_base_s: float = Field(0.5, ge=0.0, description="first backoff delay; doubles per retry")

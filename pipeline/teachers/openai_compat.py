@@ -1,53 +1,68 @@
 """Any OpenAI-compatible server as the teacher: vLLM's own server, several replicas, or a hosted API.
 
-Requests run concurrently (bounded by a semaphore) on the async `openai` client, spread over the
-base URLs by least in-flight load. The client's own retries are off (`max_retries=0`) so that one
-policy, ours (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and
-shrinking `max_tokens` on a context-length refusal. When a request still fails, the run stops with a
-`TeacherError`; every completion finished before that was already delivered (and so cached).
+Requests run concurrently on the async `openai` client, spread over the base URLs by `ReplicaRouter`:
+least in-flight among healthy replicas, failing ones benched and their retries sent elsewhere. Each
+replica has its own concurrency limit, at most `concurrency`, found by AIMD (`aimd.py`): it grows
+while answers come back and shrinks on 429 / 503 / timeouts; a request waits while every replica that
+is up is at its limit. `usage.replicas` follows each replica's requests, failures and limit live. Delivering an answer may wait on the cache's disk write: it is awaited
+(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
+(`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and fitting
+`max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
+starts, the calls already open are let finish and their answers delivered (and so cached), and then
+the run stops with a `TeacherError`.
+Requests added to the queue while it runs are launched as soon as the delivery that added them returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
+from pipeline.teachers.base import (
+    Completion,
+    Deliver,
+    Request,
+    RequestQueue,
+    SamplingParams,
+    Teacher,
+    TeacherError,
+)
 from pipeline.teachers.config import TeacherConfig
-from pipeline.teachers.retry import BadResponse, classify, retry_wait, shrink_max_tokens
+from pipeline.teachers.replicas import ReplicaRouter, ReplicaState
+from pipeline.teachers.retry import (
+    Action,
+    BadResponse,
+    classify,
+    error_text,
+    fitted_max_tokens,
+    is_full_refusal,
+    is_overload,
+    parse_context_overflow,
+    retry_wait,
+)
 from pipeline.teachers.runtime import local_identity, served_name
 from pipeline.teachers.usage import Usage
 
 BACKEND = "openai"
 PLACEHOLDER_KEY = "EMPTY"
+SLOT_WAIT_S = 0.5
+"""Longest wait for a free slot before looking again (a stop or a bench ending is noticed by then)."""
 
 
-@dataclass
-class Replica:
-    base_url: str
-    client: Any
-    in_flight: int = 0
-    sent: int = 0
+@dataclass(frozen=True)
+class Failure:
+    """A call that did not yield a completion, and what the retry policy makes of it."""
 
-
-@dataclass
-class ReplicaPool:
-    """Least in-flight first; ties go round-robin so idle replicas share the load evenly."""
-
-    replicas: list[Replica]
-    _turn: int = field(default=0)
-
-    def pick(self) -> Replica:
-        count = len(self.replicas)
-        order = [self.replicas[(self._turn + k) % count] for k in range(count)]
-        chosen = min(order, key=lambda r: r.in_flight)
-        self._turn = (self.replicas.index(chosen) + 1) % count
-        return chosen
+    error: Exception
+    action: Action
+    retry_after: float | None
 
 
 def request_kwargs(request: Request, api_model: str, max_tokens: int) -> dict[str, Any]:
@@ -83,6 +98,8 @@ def request_kwargs(request: Request, api_model: str, max_tokens: int) -> dict[st
 
 
 class OpenAITeacher(Teacher):
+    awaits_delivery = True
+
     def __init__(self, config: TeacherConfig, rng: random.Random | None = None):
         if not config.base_urls:
             raise UserError(
@@ -96,85 +113,186 @@ class OpenAITeacher(Teacher):
         self.config = config
         self.api_model = served_name(config.model)
         self.api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
-        self.sent_per_url: dict[str, int] = dict.fromkeys(config.base_urls, 0)
+        # Kept across batches: a replica benched in one round stays benched into the next.
+        self.router = ReplicaRouter(
+            config.base_urls,
+            bench_base_s=config.retry_base_s,
+            bench_max_s=config.retry_max_s,
+            max_concurrency=config.concurrency,
+            adaptive=config.adaptive_concurrency,
+        )
+        self.usage.replicas = self.router.counts()
         self._rng = rng or random.Random()
+        self._slot_freed: asyncio.Event | None = None
+        self._tls: ssl.SSLContext | None = None
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
-        asyncio.run(self._stream(requests, deliver))
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
+        asyncio.run(self._stream(queue, deliver))
 
-    async def _stream(self, requests: list[Request], deliver: Deliver) -> None:
+    async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         import openai
 
-        pool = ReplicaPool(
-            [
-                Replica(
-                    url,
-                    openai.AsyncOpenAI(
-                        base_url=url, api_key=self.api_key, max_retries=0, timeout=self.config.timeout_s
-                    ),
-                )
-                for url in self.config.base_urls
-            ]
+        if self._tls is None:
+            self._tls = tls_context()
+        # A connection pool per replica (one shared pool slows down as it grows: it scans its
+        # connections per request), each keeping a connection alive for every request it may have open.
+        per_replica = self.config.concurrency
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=max(per_replica, openai.DEFAULT_CONNECTION_LIMITS.max_connections or 0),
+            max_keepalive_connections=per_replica,
         )
-        gate = asyncio.Semaphore(self.config.concurrency)
+        clients = {
+            replica.url: openai.AsyncOpenAI(
+                base_url=replica.url,
+                api_key=self.api_key,
+                max_retries=0,
+                timeout=self.config.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    limits=limits, timeout=self.config.timeout_s, verify=self._tls
+                ),
+            )
+            for replica in self.router.replicas
+        }
+        # Every replica at its maximum: the most requests that can be open (the limits do the rest).
+        gate = asyncio.Semaphore(per_replica * len(self.router.replicas))
+        self._slot_freed = asyncio.Event()
+        stop = asyncio.Event()
+        errors: list[Exception] = []
+        running: set[asyncio.Task] = set()
+
+        def launch() -> None:
+            for index, request in queue.take():
+                running.add(asyncio.create_task(one(index, request)))
 
         async def one(index: int, request: Request) -> None:
-            async with gate:
-                completion = await self._answer(request, pool)
-            deliver([(index, completion)])
+            try:
+                async with gate:  # held until the answer is delivered: nothing new starts before it is safe
+                    if stop.is_set():
+                        return
+                    completion = await self._answer(request, clients, stop)
+                    if completion is not None:
+                        delivered = deliver([(index, completion)])
+                        if delivered is not None:
+                            await delivered
+            except Exception as exc:  # a request failed for good, or `deliver` could not store an answer
+                errors.append(exc)
+                stop.set()
+                return
+            launch()  # what `deliver` added starts at once
 
-        tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        launch()
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running.difference_update(done)
         finally:
-            for task in tasks:
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for replica in pool.replicas:
-                self.sent_per_url[replica.base_url] += replica.sent
-                await replica.client.close()
+            await asyncio.gather(*running, return_exceptions=True)
+            self.usage.replicas = self.router.counts()
+            for client in clients.values():
+                await client.close()
+        if errors:
+            raise errors[0]
 
-    async def _answer(self, request: Request, pool: ReplicaPool) -> Completion:
+    async def _answer(
+        self, request: Request, clients: dict[str, Any], stop: asyncio.Event
+    ) -> Completion | None:
+        """One request through the retry policy; None when the batch stopped before it was answered."""
         max_tokens = request.params.max_tokens
         attempt = 0
+        backoff = 0.0
+        failed_on: str | None = None
         while True:
-            replica = pool.pick()
-            replica.in_flight += 1
-            replica.sent += 1
-            started = time.perf_counter()
-            try:
-                kwargs = request_kwargs(request, self.api_model, max_tokens)
-                response = await self._call(replica.client, kwargs, request.is_chat)
-                return self._completion(response, request, time.perf_counter() - started)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failure = exc
-            finally:
-                replica.in_flight -= 1
-            action, retry_after = classify(failure)
-            where = f"{replica.base_url} ({describe(failure)})"
-            if action == "fatal":
-                raise TeacherError(f"teacher request failed and cannot be retried: {where}") from failure
+            if stop.is_set():
+                return None
+            route = self.router.route(time.monotonic(), avoid=failed_on)
+            replica = route.replica
+            if replica is None:  # every replica that is up is at its limit: wait for a request to end
+                await self._wait_for_slot(stop)
+                continue
+            # A retry that another healthy replica can take goes now; on the same one it backs off.
+            owed = 0.0 if failed_on is not None and replica.url != failed_on else backoff
+            wait = max(owed, route.wait_s)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                backoff = 0.0
+                continue
+            outcome = await self._attempt(request, replica, clients[replica.url], max_tokens)
+            if isinstance(outcome, Completion):
+                return outcome
+            where = f"{replica.url} ({describe(outcome.error)})"
+            if outcome.action == "fatal":
+                raise TeacherError(
+                    f"teacher request failed and cannot be retried: {where}"
+                ) from outcome.error
+            fitted = None
+            if outcome.action == "shrink":
+                fitted = fitted_max_tokens(max_tokens, parse_context_overflow(error_text(outcome.error)))
+                if fitted is None or max_tokens <= 1:
+                    raise TeacherError(
+                        f"the prompt is longer than the model's context: {where}"
+                    ) from outcome.error
             if attempt >= self.config.max_retries:
                 raise TeacherError(
                     f"teacher request failed after {attempt + 1} attempts: {where}; "
                     "everything finished so far is cached, rerun the same command to resume"
-                ) from failure
+                ) from outcome.error
             attempt += 1
             self.usage.retries += 1
-            if action == "shrink":
-                if max_tokens <= 1:
-                    raise TeacherError(f"prompt is longer than the model's context: {where}") from failure
-                max_tokens = shrink_max_tokens(max_tokens)
+            if fitted is not None:
+                max_tokens = fitted
                 continue
-            wait = retry_wait(
-                attempt - 1, self.config.retry_base_s, self.config.retry_max_s, retry_after, self._rng
+            failed_on = replica.url
+            backoff = retry_wait(
+                attempt - 1, self.config.retry_base_s, self.config.retry_max_s, outcome.retry_after, self._rng
             )
-            await asyncio.sleep(wait)
+
+    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+        """Until a request ends somewhere (a slot frees, or a replica's verdict changes the route).
+
+        The event loop is one thread and nothing awaits between the router's answer and the wait,
+        so no ending can slip in between; the timeout only bounds how long a stop goes unnoticed.
+        """
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), SLOT_WAIT_S)
+
+    def _ended(self) -> None:
+        self.usage.replicas = self.router.counts()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
+    async def _attempt(
+        self, request: Request, replica: ReplicaState, client: Any, max_tokens: int
+    ) -> Completion | Failure:
+        """One call on one replica, the router told how it went; a failure is returned, not raised."""
+        epoch = self.router.sent(replica)
+        try:
+            kwargs = request_kwargs(request, self.api_model, max_tokens)
+            response = await self._call(client, kwargs, request.is_chat)
+            completion = self._completion(response, request)
+        except asyncio.CancelledError:
+            self.router.abandoned(replica)
+            self._ended()
+            raise
+        except Exception as exc:
+            action, retry_after = classify(exc)
+            if action != "retry":  # the server answered: it is the request that was refused
+                self.router.answered(replica, healthy=False)
+            elif is_full_refusal(exc) and retry_after is None:  # up, but full: fewer at once, no bench
+                self.router.refused(replica, epoch)
+            else:
+                overload = epoch if is_overload(exc) else None
+                self.router.failed(replica, time.monotonic(), retry_after, overload_epoch=overload)
+            self._ended()
+            return Failure(exc, action, retry_after)
+        self.router.answered(replica)
+        self._ended()
+        return completion
 
     @staticmethod
     async def _call(client: Any, kwargs: dict[str, Any], chat: bool) -> Any:
@@ -182,7 +300,7 @@ class OpenAITeacher(Teacher):
             return await client.chat.completions.create(**kwargs)
         return await client.completions.create(**kwargs)
 
-    def _completion(self, response: Any, request: Request, latency: float) -> Completion:
+    def _completion(self, response: Any, request: Request) -> Completion:
         choices = getattr(response, "choices", None)
         if isinstance(response, str) or not choices:
             raise BadResponse("the reply has no choices")
@@ -199,10 +317,22 @@ class OpenAITeacher(Teacher):
             finish_reasons=[c.finish_reason or "unknown" for c in ordered],
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            latency_s=latency,
             backend=BACKEND,
             model=self.identity.model,
         )
+
+
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every replica's client: loading the CA bundle takes ~0.1 s, which each new
+    client would otherwise pay again for every batch. The CA bundle the SDK's own client uses (certifi),
+    unless SSL_CERT_FILE names another."""
+    try:
+        import certifi
+
+        cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
+    except ImportError:
+        cafile = os.environ.get("SSL_CERT_FILE")
+    return ssl.create_default_context(cafile=cafile)
 
 
 def describe(exc: BaseException) -> str:

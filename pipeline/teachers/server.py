@@ -16,33 +16,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.model import resolve_model
-from pipeline.teachers.runtime import (
-    CPU_DEFAULT_KV_CACHE_GIB,
-    CPU_MAX_MEMORY_UTILIZATION,
-    cpu_prefill_options,
-    has_cuda,
-    prepare_env,
-    served_name,
-)
+from pipeline.teachers.config import EngineOptions
+from pipeline.teachers.engine import Machine, engine_argv, engine_kwargs
+from pipeline.teachers.runtime import engine_env, served_name
 
 
 @dataclass
 class ServerOptions:
+    """Where the server listens and what it serves; the engine's settings are the one `EngineOptions`."""
+
     model: str = "bundled"
     host: str = "127.0.0.1"
     port: int = 8000
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    kv_cache_memory_gib: float | None = None
-    dtype: str = "auto"
+    engine: EngineOptions = field(default_factory=EngineOptions)
     extra_args: tuple[str, ...] = ()
 
 
@@ -52,9 +43,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(options: ServerOptions, model_path: str) -> list[str]:
-    """The api_server command line, with eager mode and bounded memory where there is no CUDA."""
-    cmd = [
+def server_command(options: ServerOptions, model_path: str, machine: Machine) -> list[str]:
+    """The api_server command line: the engine arguments the in-process teacher would get, as flags."""
+    return [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -66,42 +57,29 @@ def server_command(options: ServerOptions, model_path: str) -> list[str]:
         options.host,
         "--port",
         str(options.port),
-        "--dtype",
-        options.dtype,
-        "--tensor-parallel-size",
-        str(options.tensor_parallel_size),
-        "--enable-prefix-caching",
+        *engine_argv(engine_kwargs(options.engine, model_path, machine)),
+        *options.extra_args,
     ]
-    if options.data_parallel_size > 1:
-        cmd += ["--data-parallel-size", str(options.data_parallel_size)]
-    if options.max_model_len is not None:
-        cmd += ["--max-model-len", str(options.max_model_len)]
-    util = options.gpu_memory_utilization
-    kv_gib = options.kv_cache_memory_gib
-    if not has_cuda():
-        cmd.append("--enforce-eager")
-        prefill = cpu_prefill_options({"max_model_len": options.max_model_len}, model_path)
-        cmd += [
-            "--no-enable-chunked-prefill",
-            "--max-num-batched-tokens",
-            str(prefill["max_num_batched_tokens"]),
-        ]
-        util = min(util if util is not None else CPU_MAX_MEMORY_UTILIZATION, CPU_MAX_MEMORY_UTILIZATION)
-        if kv_gib is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            kv_gib = CPU_DEFAULT_KV_CACHE_GIB
-    if util is not None:
-        cmd += ["--gpu-memory-utilization", str(util)]
-    if kv_gib is not None:
-        cmd += ["--kv-cache-memory-bytes", str(int(kv_gib * (1 << 30)))]
-    return cmd + list(options.extra_args)
 
 
 class VLLMServer:
-    """One running api_server; `start()` returns once `/health` answers, `stop()` ends the whole group."""
+    """One running api_server; `start()` returns once `/health` answers, `stop()` ends the whole group.
 
-    def __init__(self, options: ServerOptions, log_path: str | Path):
+    `env` is added to the server's environment (a replica's devices or core binding, the API key);
+    `cpus` confines the whole server process group to those cores (empty: no restriction).
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        log_path: str | Path,
+        env: dict[str, str] | None = None,
+        cpus: tuple[int, ...] = (),
+    ):
         self.options = options
         self.log_path = Path(log_path)
+        self.env = dict(env or {})
+        self.cpus = cpus
         self.process: subprocess.Popen | None = None
 
     @property
@@ -112,36 +90,42 @@ class VLLMServer:
     def health_url(self) -> str:
         return f"http://{self.options.host}:{self.options.port}/health"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     def start(self, timeout_s: float = 600.0) -> str:
-        model_path = resolve_model(self.options.model)
-        env = dict(os.environ)
-        # The server's INFO lines go to its log file, where they explain a failed start.
-        env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
-        prepare_env(model_path, env)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                server_command(self.options, model_path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
+        self.launch()
         try:
             self.wait_healthy(timeout_s)
         except BaseException:
             self.stop()
             raise
         return self.base_url
+
+    def launch(self) -> None:
+        """Start the server process and return at once (`wait_healthy` waits for it to serve)."""
+        model_path = resolve_model(self.options.model)
+        machine = Machine.detect()
+        # The server's INFO lines go to its log file, where they explain a failed start.
+        env = {"VLLM_LOGGING_LEVEL": "INFO", **os.environ, **engine_env(model_path, machine), **self.env}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        cpus = self.cpus
+
+        def child_setup() -> None:  # in the child, before exec
+            _die_with_parent()
+            if cpus and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, cpus)
+
+        try:
+            self.process = subprocess.Popen(
+                server_command(self.options, model_path, machine),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=child_setup,
+            )
+        finally:
+            log.close()
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -215,15 +199,3 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-@contextlib.contextmanager
-def running_server(
-    options: ServerOptions, log_path: str | Path, timeout_s: float = 600.0
-) -> Iterator[VLLMServer]:
-    server = VLLMServer(options, log_path)
-    server.start(timeout_s)
-    try:
-        yield server
-    finally:
-        server.stop()

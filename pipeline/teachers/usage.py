@@ -2,16 +2,48 @@
 
 Token counts and cost cover only calls actually made (cache hits are free); `requests` counts every
 request asked for. `since` gives per-round figures from two snapshots of the same running total.
+`replicas` holds, per base URL of an HTTP teacher, the attempts sent there, how many failed, and its
+current concurrency limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pipeline.teachers.base import Completion
+
+class Answered(Protocol):
+    """What accounting needs of a completion (`pipeline.teachers.base.Completion` has it)."""
+
+    cached: bool
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    """Attempts sent to one replica and how many failed, and its concurrency limit when last seen."""
+
+    requests: int = 0
+    failures: int = 0
+    concurrency: int = field(default=0, compare=False)
+    """A gauge, not a count (the AIMD limit now): it does not take part in comparing counts."""
+
+    def minus(self, earlier: ReplicaCounts) -> ReplicaCounts:
+        return ReplicaCounts(
+            self.requests - earlier.requests, self.failures - earlier.failures, self.concurrency
+        )
+
+
+def describe_replicas(replicas: dict[str, ReplicaCounts]) -> str:
+    """One short line for a live display: per replica (host:port) its requests, failures and limit."""
+    parts = []
+    for url, counts in replicas.items():
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        failed = f" ({counts.failures} failed)" if counts.failures else ""
+        parts.append(f"{host} {counts.requests} req{failed} at {counts.concurrency}")
+    return " · ".join(parts)
 
 
 @dataclass
@@ -24,8 +56,9 @@ class Usage:
     retries: int = 0
     price_per_1k_prompt_tokens: float | None = None
     price_per_1k_completion_tokens: float | None = None
+    replicas: dict[str, ReplicaCounts] = field(default_factory=dict)
 
-    def record(self, completion: Completion) -> None:
+    def record(self, completion: Answered) -> None:
         self.requests += 1
         if completion.cached:
             self.cache_hits += 1
@@ -53,7 +86,7 @@ class Usage:
         return round(prompt + completion, 6)
 
     def copy(self) -> Usage:
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, replicas=dict(self.replicas))
 
     def since(self, earlier: Usage) -> Usage:
         """The usage accumulated after `earlier` (a `copy()` taken before), at the same prices."""
@@ -66,11 +99,15 @@ class Usage:
             retries=self.retries - earlier.retries,
             price_per_1k_prompt_tokens=self.price_per_1k_prompt_tokens,
             price_per_1k_completion_tokens=self.price_per_1k_completion_tokens,
+            replicas={
+                url: counts.minus(earlier.replicas.get(url, ReplicaCounts()))
+                for url, counts in self.replicas.items()
+            },
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """The shape stored in summary.json (per round and in totals)."""
-        return {
+        """The shape stored in summary.json (per round and in totals); `replicas` only for HTTP teachers."""
+        out: dict[str, Any] = {
             "requests": self.requests,
             "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens,
@@ -80,17 +117,6 @@ class Usage:
             "tokens_per_s": round(self.tokens_per_s, 1),
             "retries": self.retries,
         }
-
-    def describe(self) -> str:
-        """One short line for a live progress display."""
-        parts = [
-            f"{self.requests} req",
-            f"{self.cache_hits} cached",
-            f"{self.prompt_tokens + self.completion_tokens:,} tok",
-            f"{self.tokens_per_s:,.0f} tok/s",
-        ]
-        if self.retries:
-            parts.append(f"{self.retries} retries")
-        if self.cost is not None:
-            parts.append(f"${self.cost:.4f}")
-        return " · ".join(parts)
+        if self.replicas:
+            out["replicas"] = {url: dataclasses.asdict(c) for url, c in self.replicas.items()}
+        return out

@@ -4,6 +4,8 @@ All requests of a batch are enqueued before the engine runs (completion prompts 
 conversations alike), so vLLM schedules them together with prefix caching over the shared
 few-shot prefixes; we then drive the engine's step loop ourselves, exactly as `LLM.generate` does,
 only to hand each finished request to the cache the moment it exists instead of at the very end.
+Requests added to the queue meanwhile (follow-ups built from a finished reply) join the running
+batch between two steps.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.model import resolve_model
-from pipeline.teachers.base import Completion, Deliver, Request, SamplingParams, Teacher, TeacherError
-from pipeline.teachers.config import TeacherConfig
+from pipeline.teachers.base import (
+    Completion,
+    Deliver,
+    Request,
+    RequestQueue,
+    SamplingParams,
+    Teacher,
+    TeacherError,
+)
+from pipeline.teachers.config import EngineOptions, TeacherConfig
+from pipeline.teachers.engine import Machine, engine_kwargs
 from pipeline.teachers.reaper import guard_descendants
-from pipeline.teachers.runtime import cpu_safe_options, local_identity, prepare_env
+from pipeline.teachers.runtime import EngineLog, engine_env, scoped_environ, shutdown_engine, teacher_identity
 from pipeline.teachers.usage import Usage
 
 if TYPE_CHECKING:
@@ -25,24 +36,46 @@ if TYPE_CHECKING:
 BACKEND = "vllm"
 
 
-def build_llm(model: str, **engine_options: Any) -> vllm.LLM:
-    """A `vllm.LLM` for `model` ("bundled", a folder or a hub name) with the CPU-safe set-up applied.
+def build_llm(
+    model: str,
+    options: EngineOptions | None = None,
+    *,
+    log: EngineLog | None = None,
+    machine: Machine | None = None,
+    **extra: Any,
+) -> vllm.LLM:
+    """A `vllm.LLM` for `model` ("bundled", a folder or a hub name) with the machine's rules applied.
 
-    Extra keyword arguments go to `vllm.LLM` unchanged (e.g. `enable_lora=True, max_lora_rank=16`).
+    `extra` are further vLLM engine arguments (e.g. `enable_lora=True, max_lora_rank=16`). vLLM's
+    log lines go to `log` (by default a file in the cache); if the engine fails to start, the error
+    carries the log's last lines.
     """
     path = resolve_model(model)
-    prepare_env(path)
-    if int(engine_options.get("data_parallel_size", 1)) > 1:
+    options = options or EngineOptions()
+    if options.data_parallel_size > 1:
         raise UserError(
             "data_parallel_size > 1 is not supported by the in-process vllm backend; start several "
             "servers (`selfinstruct serve`, or one with --data-parallel-size) and use the openai backend "
             "with their base_urls"
         )
-    engine_options.pop("data_parallel_size", None)
-    options = cpu_safe_options({"enable_prefix_caching": True, **engine_options}, path)
-    from vllm import LLM
+    machine = machine or Machine.detect()
+    log = log or EngineLog.default()
+    kwargs = engine_kwargs(options, path, machine, **extra)
+    with scoped_environ(engine_env(path, machine)), log.capturing() as log_config:
+        from vllm import LLM
+        from vllm.config.logging import LoggingConfig
 
-    llm = LLM(model=path, **options)
+        try:
+            llm = LLM(
+                model=path,
+                logging_config=LoggingConfig(log_level="INFO", pylogging_config_file=str(log_config)),
+                **kwargs,
+            )
+        except Exception as exc:
+            raise UserError(
+                f"the vLLM engine for {model} did not start ({type(exc).__name__}: {exc}); "
+                f"last lines of {log.path}:\n{log.tail()}"
+            ) from exc
     # The engine runs in child processes that outlive a SIGKILL of this one; a watchdog ends them.
     guard_descendants()
     return llm
@@ -69,63 +102,83 @@ def to_vllm_params(params: SamplingParams) -> Any:
 class VLLMTeacher(Teacher):
     """In-process vLLM. The engine loads on first use, so a run answered wholly from cache never loads it."""
 
-    def __init__(self, config: TeacherConfig, llm: vllm.LLM | None = None):
+    def __init__(
+        self,
+        config: TeacherConfig,
+        llm: vllm.LLM | None = None,
+        *,
+        log: EngineLog | None = None,
+        machine: Machine | None = None,
+    ):
         usage = Usage(
             price_per_1k_prompt_tokens=config.price_per_1k_prompt_tokens,
             price_per_1k_completion_tokens=config.price_per_1k_completion_tokens,
         )
-        super().__init__(local_identity(BACKEND, config.model), usage)
+        self.machine = machine or Machine.detect()
+        super().__init__(teacher_identity(config, self.machine), usage)
         self.config = config
+        self.log = log
         self._llm = llm
+        self.engine_busy_s = 0.0
+        """Wall seconds the engine had requests to work on (`bench/generate.py` derives its idle share)."""
 
     @property
     def llm(self) -> vllm.LLM:
         if self._llm is None:
-            self._llm = build_llm(self.config.model, **self.config.engine.llm_kwargs())
+            self._llm = build_llm(self.config.model, self.config.engine, log=self.log, machine=self.machine)
         return self._llm
 
-    def stream(self, requests: list[Request], deliver: Deliver) -> None:
+    def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         llm = self.llm  # loads vLLM (and the model) on first use
-        from vllm.exceptions import VLLMClientError
-
         engine = llm.llm_engine
         index_of: dict[str, int] = {}  # external request id -> request index
         internal_of: dict[str, str] = {}  # external -> vLLM's internal id (external plus a random suffix)
-        text_idx = [i for i, r in enumerate(requests) if not r.is_chat]
-        chat_idx = [i for i, r in enumerate(requests) if r.is_chat]
-        started = time.perf_counter()
+        busy_since: float | None = None
         try:
-            try:
-                if text_idx:
-                    ids = llm.enqueue(
-                        [requests[i].prompt for i in text_idx],
-                        [to_vllm_params(requests[i].params) for i in text_idx],
-                        use_tqdm=False,
-                    )
-                    self._remember(ids, text_idx, index_of, internal_of)
-                if chat_idx:
-                    ids = llm.enqueue_chat(
-                        [requests[i].messages for i in chat_idx],
-                        [to_vllm_params(requests[i].params) for i in chat_idx],
-                        use_tqdm=False,
-                    )
-                    self._remember(ids, chat_idx, index_of, internal_of)
-            except (VLLMClientError, ValueError) as exc:
-                # e.g. a prompt longer than max_model_len, or n > 1 with greedy decoding.
-                raise TeacherError(f"vLLM rejected a request: {exc}") from exc
-            while engine.has_unfinished_requests():
+            while True:
+                # Requests `deliver` added join the running batch before the next step.
+                self._enqueue(llm, queue.take(), index_of, internal_of)
+                if not engine.has_unfinished_requests():
+                    break
+                if busy_since is None:
+                    busy_since = time.perf_counter()
                 finished = [out for out in engine.step() if out.finished and out.request_id in index_of]
                 if finished:
-                    elapsed = time.perf_counter() - started
                     for out in finished:
                         internal_of.pop(out.request_id, None)
-                    deliver(
-                        [(index_of.pop(out.request_id), self._completion(out, elapsed)) for out in finished]
-                    )
+                    deliver([(index_of.pop(out.request_id), self._completion(out)) for out in finished])
+                if not engine.has_unfinished_requests():
+                    self.engine_busy_s += time.perf_counter() - busy_since
+                    busy_since = None
         finally:
+            if busy_since is not None:
+                self.engine_busy_s += time.perf_counter() - busy_since
             if internal_of:
                 # Interrupted: drop what is still queued so the next batch starts clean.
                 engine.abort_request(list(internal_of.values()), internal=True)
+
+    def _enqueue(
+        self, llm: vllm.LLM, new: list[tuple[int, Request]], index_of: dict, internal_of: dict
+    ) -> None:
+        """Hand requests to the engine (completion prompts and chat conversations alike) without running it."""
+        from vllm.exceptions import VLLMClientError
+
+        text = [(i, r) for i, r in new if not r.is_chat]
+        chat = [(i, r) for i, r in new if r.is_chat]
+        try:
+            if text:
+                ids = llm.enqueue(
+                    [r.prompt for _, r in text], [to_vllm_params(r.params) for _, r in text], use_tqdm=False
+                )
+                self._remember(ids, [i for i, _ in text], index_of, internal_of)
+            if chat:
+                ids = llm.enqueue_chat(
+                    [r.messages for _, r in chat], [to_vllm_params(r.params) for _, r in chat], use_tqdm=False
+                )
+                self._remember(ids, [i for i, _ in chat], index_of, internal_of)
+        except (VLLMClientError, ValueError) as exc:
+            # e.g. a prompt longer than max_model_len, or n > 1 with greedy decoding.
+            raise TeacherError(f"vLLM rejected a request: {exc}") from exc
 
     @staticmethod
     def _remember(ids: list[str], indices: list[int], index_of: dict, internal_of: dict) -> None:
@@ -135,24 +188,18 @@ class VLLMTeacher(Teacher):
             index_of[external] = index
             internal_of[external] = internal
 
-    def _completion(self, output: Any, elapsed: float) -> Completion:
+    def _completion(self, output: Any) -> Completion:
         choices = sorted(output.outputs, key=lambda c: c.index)
         return Completion(
             texts=[c.text for c in choices],
             finish_reasons=[c.finish_reason or "unknown" for c in choices],
             prompt_tokens=len(output.prompt_token_ids or ()),
             completion_tokens=sum(len(c.token_ids) for c in choices),
-            latency_s=elapsed,
             backend=BACKEND,
             model=self.identity.model,
         )
 
     def close(self) -> None:
         if self._llm is not None:
-            engine = self._llm.llm_engine
-            shutdown = getattr(engine, "shutdown", None) or getattr(
-                getattr(engine, "engine_core", None), "shutdown", None
-            )
-            if callable(shutdown):
-                shutdown()
+            shutdown_engine(self._llm)
             self._llm = None

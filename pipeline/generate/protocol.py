@@ -1,0 +1,391 @@
+"""The run protocol: rounds committed one by one, resumable after any kill, bounded in rounds, kept tasks
+or time. Recipes (`pipeline.generate.recipes`) decide what a round keeps; this module decides when
+rounds run and how they reach the disk.
+
+Each round commits as a unit (see `pipeline.run.rundir`): append kept tasks, append rejections,
+replace state.json (the commit point, with the RNG state), replace summary.json. Prompts come from
+the run's RNG and each request carries a seed derived from (run seed, round, stage, place in the
+round), so a redone round asks the teacher exactly the same questions and the cache answers all of
+them. A run stops at the first of its bounds: `rounds` more rounds, `until` kept tasks, or its
+`time_budget` (the first round of an invocation always runs; a later one starts only if the budget
+still has room for about half a round, so the run ends near the budget on average, never mid-round).
+
+Crash points (test-only, injected as `crash_hook`, see `pipeline.generate.driver`): the round's own,
+then `before_append` (nothing appended), `after_tasks` (kept tasks appended, rejections not),
+`after_append` (both appended, state.json not replaced: the round is not committed), `after_state`
+(committed, summary.json not yet replaced).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import append_jsonl
+from pipeline.core.warncapture import PipelineWarning, capture_warnings
+from pipeline.core.yamlconfig import dump_config
+from pipeline.generate.config import FREE_KEYS, GenerateConfig
+from pipeline.generate.driver import CrashHook, drive_round, no_crash
+from pipeline.generate.progress import ProgressListener
+from pipeline.generate.prompts import Templates, load_templates
+from pipeline.generate.recipe import RoundResult, RunContext
+from pipeline.generate.recipes import recipe_class
+from pipeline.quality.dedup import RougeIndex
+from pipeline.run.rundir import (
+    TASK_STAGES,
+    RunDir,
+    RunState,
+    config_differences,
+    file_digest,
+    fingerprint_differences,
+    rng_from_json,
+    rng_to_json,
+)
+from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdentity
+from pipeline.run.seeds import load_seeds, resolve_seeds_path
+from pipeline.run.summary import RunSummary
+from pipeline.teachers.base import Teacher
+from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
+
+CRASH_POINTS = (
+    "round_start",
+    "mid_teacher",
+    "after_teacher",
+    "after_instances",
+    "before_append",
+    "after_tasks",
+    "after_append",
+    "after_state",
+)
+NO_PROGRESS_STOP = "no_progress"
+TIME_BUDGET_STOP = "time_budget"
+
+
+@dataclass
+class RunOutcome:
+    summary: RunSummary | None
+    rounds_run: int
+    stopped: str | None = None  # NO_PROGRESS_STOP when --until gave up, TIME_BUDGET_STOP when time ran out
+    resumed_round: int | None = None  # a round that had been appended but not committed, redone
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunLength:
+    """When to stop: at `until` kept tasks (which replaces `rounds`) or after `rounds` more rounds, when
+    the time budget is spent, or after `max_rounds_without_progress` fruitless rounds under `until`,
+    whichever comes first; after one round when no bound is set."""
+
+    config: GenerateConfig
+    started: float
+    clock: Callable[[], float] = time.monotonic
+    ran: int = 0
+    stale: int = 0
+    last_round_s: float = 0.0
+
+    def round_done(self, kept: int, seconds: float) -> None:
+        self.ran += 1
+        self.stale = 0 if kept else self.stale + 1
+        self.last_round_s = seconds
+
+    def stop(self, kept_total: int) -> tuple[bool, str | None]:
+        """(stop now?, why, when it is not simply the target reached)."""
+        cfg = self.config
+        if cfg.until is not None and kept_total >= cfg.until:
+            return True, None
+        if cfg.until is None and cfg.rounds is not None and self.ran >= cfg.rounds:
+            return True, None
+        if cfg.until is not None and self.stale >= cfg.max_rounds_without_progress:
+            return True, NO_PROGRESS_STOP
+        if cfg.time_budget is not None and self.ran:
+            left = cfg.time_budget - (self.clock() - self.started)
+            if left <= self.last_round_s / 2:
+                return True, TIME_BUDGET_STOP
+        if cfg.rounds is None and cfg.until is None and cfg.time_budget is None and self.ran:
+            return True, None
+        return False, None
+
+
+def _load_seeds(config: GenerateConfig) -> tuple[Path, list[SeedTask]]:
+    path = resolve_seeds_path(config.seeds)
+    if not path.exists():
+        raise UserError(f"seeds: no such file: {path}")
+    seeds = load_seeds(path)
+    if config.method == "self-instruct" and config.classification_seeds_only:
+        seeds = [s for s in seeds if s.is_classification]
+    need = config.prompt_count
+    if len(seeds) < need:
+        which = "classification seed tasks" if config.classification_seeds_only else "seed tasks"
+        raise UserError(
+            f"{path}: {len(seeds)} {which}, but every prompt shows {need}; add seeds or lower "
+            "num_prompt_instructions"
+        )
+    return path, seeds
+
+
+def _rejection_row(rejections: list[Rejection]) -> tuple[dict[str, int], dict[str, int]]:
+    reasons: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    for rej in rejections:
+        reasons.update(rej.reasons)
+        stages[rej.stage] += 1
+    return dict(reasons.most_common()), dict(stages.most_common())
+
+
+def _commit(
+    run: RunDir,
+    result: RoundResult,
+    state: RunState,
+    present: dict[str, set[str]],
+    round_no: int,
+    crash: CrashHook,
+) -> None:
+    """Append what is not on disk yet, then replace state.json: the round's commit point."""
+    crash("before_append", round_no)
+    append_jsonl(run.tasks_path, [t for t in result.tasks if t.id not in present["tasks"]])
+    crash("after_tasks", round_no)
+    append_jsonl(
+        run.rejected_path, [r for r in result.rejections if r.candidate.get("key") not in present["rejected"]]
+    )
+    crash("after_append", round_no)
+    run.write_state(state)
+    crash("after_state", round_no)
+
+
+def _reconcile_pending(
+    run: RunDir, state: RunState, result: RoundResult, pending: dict[str, dict[str, str]]
+) -> dict[str, set[str]]:
+    """Records of an uncommitted round already on disk: skip them if the redo made the same, else drop them."""
+    if not pending["tasks"] and not pending["rejected"]:
+        return {"tasks": set(), "rejected": set()}
+    redo_tasks = {t.id: t.instruction for t in result.tasks}
+    redo_rej = {str(r.candidate.get("key")): r.instruction for r in result.rejections}
+    same = all(redo_tasks.get(i) == text for i, text in pending["tasks"].items()) and all(
+        redo_rej.get(k) == text for k, text in pending["rejected"].items()
+    )
+    if same:
+        return {"tasks": set(pending["tasks"]), "rejected": set(pending["rejected"])}
+    run.drop_uncommitted(state.rounds_done)
+    return {"tasks": set(), "rejected": set()}
+
+
+def prepare_run(
+    config: GenerateConfig, run: RunDir, *, force: bool = False, teacher: TeacherIdentity | None = None
+) -> tuple[RunState, Path, list[SeedTask], Templates, list[MachineTask], dict[str, dict[str, str]]]:
+    """Check the run directory against the config (and the teacher that will answer, whose dtype
+    the config alone does not fix) and load what a resumed run continues from."""
+    seeds_path, seeds = _load_seeds(config)
+    templates = load_templates(config.templates)
+    fingerprints = {"seeds": file_digest(seeds_path), "templates": templates.digests()}
+    new_config = config.model_dump(mode="json")
+    state = run.read_state()
+    stored = run.read_config()
+    if stored is not None and (state is not None or run.tasks_path.exists()):
+        diffs = config_differences(stored, new_config, FREE_KEYS)
+        if state is not None and state.fingerprints:
+            diffs += fingerprint_differences(state.fingerprints, fingerprints)
+        if state is not None and state.teacher is not None and teacher is not None:
+            diffs += [d for d in state.teacher.differences(teacher) if d not in diffs]
+        if diffs and not force:
+            shown = "\n  ".join(diffs)
+            raise UserError(
+                f"{run.path} holds a run made with a different configuration:\n  {shown}\n"
+                "use another --run-dir, put the old settings back, or pass --force to continue this run "
+                "with the new ones"
+            )
+    run.write_config(dump_config(config))
+    if state is None:
+        state = RunState(rng_state=rng_to_json(random.Random(config.seed)))
+    state.fingerprints = fingerprints
+    run.repair()
+    on_disk = run.read_tasks()
+    committed = [t for t in on_disk if t.round <= state.rounds_done]
+    pending = {
+        "tasks": {t.id: t.instruction for t in on_disk if t.round > state.rounds_done},
+        "rejected": {
+            str(r.candidate.get("key")): r.instruction
+            for r in run.read_rejections()
+            if r.round > state.rounds_done
+        },
+    }
+    if any(t.round > state.rounds_done + 1 for t in on_disk):
+        # Only the round after the last commit can be half-written; anything later is not ours to trust.
+        run.drop_uncommitted(state.rounds_done)
+        pending = {"tasks": {}, "rejected": {}}
+    return state, seeds_path, seeds, templates, committed, pending
+
+
+def _open_teacher(
+    config: GenerateConfig, run: RunDir, teacher: Teacher | None, verbose: bool
+) -> tuple[Teacher, bool]:
+    """The configured teacher (ours to close), or the given one wrapped with the run's cache (not ours).
+
+    vLLM's own log lines go to `logs/engine.log` in the run, and also to the terminal when `verbose`.
+    """
+    if teacher is None:
+        from pipeline.teachers import make_teacher
+
+        log = EngineLog(run.path / ENGINE_LOG, verbose=verbose)
+        return make_teacher(config.teacher, cache_dir=run.cache_dir, log=log), True
+    if config.teacher.cache:
+        from pipeline.teachers.cache import CachedTeacher
+
+        return CachedTeacher(teacher, run.cache_dir), False
+    return teacher, False
+
+
+def _context(
+    config: GenerateConfig,
+    state: RunState,
+    seeds: list[SeedTask],
+    templates: Templates,
+    committed: list[MachineTask],
+    teacher: Teacher,
+) -> RunContext:
+    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG."""
+    index = RougeIndex(config.dedup)
+    index.add_many([s.instruction for s in seeds])
+    index.add_many([t.instruction for t in committed])
+    return RunContext(
+        config, seeds, templates, index, list(committed), rng_from_json(state.rng_state), teacher.identity
+    )
+
+
+def run_generation(
+    config: GenerateConfig,
+    run_dir: str | Path,
+    *,
+    force: bool = False,
+    teacher: Teacher | None = None,
+    progress: ProgressListener | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    crash_hook: CrashHook | None = None,
+    verbose: bool = False,
+    after_commit: Callable[[RunState, Teacher], None] | None = None,
+) -> RunOutcome:
+    """Run rounds in `run_dir` until the first of the config's bounds, committing each.
+
+    With `teacher` given (an engine shared by tests), it is wrapped with the run's cache when
+    `config.teacher.cache` and left open; otherwise the configured teacher is built and closed here.
+    `crash_hook` is for tests only (see `CRASH_POINTS`). `after_commit(state, teacher)` runs after
+    each committed round (the judge's hook, `pipeline.judge.hook`).
+    """
+    started = time.monotonic()
+    run = RunDir(run_dir)
+    progress = progress or ProgressListener()
+    with run.locked():
+        identity = teacher.identity if teacher is not None else teacher_identity(config.teacher)
+        state, seeds_path, seeds, templates, committed, pending = prepare_run(
+            config, run, force=force, teacher=identity
+        )
+        teacher, own_teacher = _open_teacher(config, run, teacher, verbose)
+        start_usage = teacher.usage.copy()
+        outcome = RunOutcome(summary=None, rounds_run=0)
+        if pending["tasks"] or pending["rejected"]:
+            outcome.resumed_round = state.rounds_done + 1
+        with capture_warnings(PipelineWarning) as caught:
+            ctx = _context(config, state, seeds, templates, committed, teacher)
+            progress.run_started(state, config, teacher.usage)
+            try:
+                outcome.stopped, outcome.rounds_run = _loop(
+                    ctx,
+                    teacher,
+                    run,
+                    state,
+                    pending,
+                    RunLength(config, started),
+                    progress,
+                    crash_hook or no_crash,
+                    after_commit,
+                )
+            finally:
+                if own_teacher:
+                    teacher.close()
+        if on_warning is not None:
+            for text in dict.fromkeys(str(w.message) for w in caught):
+                on_warning(text)
+        outcome.summary = _write_summary(run, state, config, seeds_path, len(seeds), teacher)
+        outcome.usage = teacher.usage.since(start_usage).as_dict()
+        return outcome
+
+
+def _write_summary(
+    run: RunDir, state: RunState, config: GenerateConfig, seeds_path: Path, seeds_count: int, teacher: Teacher
+) -> RunSummary:
+    summary = RunSummary.from_state(
+        state,
+        method=config.method,
+        seeds_path=str(seeds_path),
+        seeds_count=seeds_count,
+        teacher=teacher.identity,
+    )
+    run.write_summary(summary)
+    return summary
+
+
+def _loop(
+    ctx: RunContext,
+    teacher: Teacher,
+    run: RunDir,
+    state: RunState,
+    pending: dict[str, dict[str, str]],
+    length: RunLength,
+    progress: ProgressListener,
+    crash: CrashHook,
+    after_commit: Callable[[RunState, Teacher], None] | None = None,
+) -> tuple[str | None, int]:
+    """Run rounds until the run length says stop; return (why it stopped, if not the target; rounds run)."""
+    recipe = recipe_class(ctx.config.method)
+    seeds_path = resolve_seeds_path(ctx.config.seeds)
+    while True:
+        stop, why = length.stop(state.kept_total)
+        if stop:
+            return why, length.ran
+        round_no = state.rounds_done + 1
+        progress.round_started(round_no)
+        before = teacher.usage.copy()
+        started = time.perf_counter()
+        result = drive_round(recipe(ctx, round_no), teacher, progress, crash)
+        present = _reconcile_pending(run, state, result, pending)
+        pending = {"tasks": {}, "rejected": {}}
+        row = _round_row(
+            round_no, result, teacher.usage.since(before).as_dict(), time.perf_counter() - started
+        )
+        state.rounds.append(row)
+        state.rounds_done = round_no
+        state.kept_total += len(result.tasks)
+        state.rng_state = rng_to_json(ctx.rng)
+        state.teacher = teacher.identity
+        _commit(run, result, state, present, round_no, crash)
+        ctx.pool.extend(result.tasks)
+        length.round_done(len(result.tasks), row["wall_s"])
+        _write_summary(run, state, ctx.config, seeds_path, len(ctx.seeds), teacher)
+        progress.round_committed(row, state)
+        if after_commit is not None:
+            after_commit(state, teacher)
+
+
+def _round_row(round_no: int, result: RoundResult, usage: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """A round's line in state.json and summary.json."""
+    rejected, by_stage = _rejection_row(result.rejections)
+    return {
+        "round": round_no,
+        **usage,
+        "candidates": result.candidate_count,
+        "kept": len(result.tasks),
+        "rejected": rejected,
+        "rejected_by_stage": by_stage,
+        "classification": dict(result.labels),
+        "wall_s": round(wall_s, 3),
+    }
+
+
+def task_rejection_count(row: dict[str, Any]) -> int:
+    """Whole candidates rejected in a round (parse problems and dropped instances are not candidates)."""
+    return sum(int(row.get("rejected_by_stage", {}).get(stage, 0)) for stage in TASK_STAGES)

@@ -1,0 +1,30 @@
+"""state.json: the commit point of a run. Only rounds recorded here count; see `pipeline.run.rundir`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pipeline.run.schemas import TeacherIdentity
+
+STATE_VERSION = 1
+
+
+class RunState(BaseModel):
+    """Everything needed to continue a run exactly where its last committed round ended.
+
+    `rounds` holds one row per committed round as the generator builds it; `RunSummary` gives the
+    typed view of those rows (`pipeline.run.summary.RoundRow`).
+    """
+
+    version: int = STATE_VERSION
+    rounds_done: int = Field(0, ge=0)
+    kept_total: int = Field(0, ge=0)
+    rng_state: list[Any] = Field(default_factory=list)
+    fingerprints: dict[str, Any] = Field(default_factory=dict)
+    teacher: TeacherIdentity | None = None
+    rounds: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
