@@ -615,13 +615,25 @@ def test_changed_config_is_refused_unless_forced(teacher_server, seeds_file, tmp
 
 # -- pipelined rounds, time budget, progress lines ---------------------------------------------------------
 def run_record(run_dir: Path) -> dict:
-    """Everything a run decided, timings left out: kept tasks, rejections in file order, round figures."""
+    """Everything a run decided, timings and gauges left out: kept tasks, rejections in file order, round
+    figures. A replica's concurrency limit is a gauge of how the server coped (it follows the configured
+    concurrency), not something the run decided."""
     run = RunDir(run_dir)
     timing = {"seconds", "tokens_per_s", "wall_s"}
+
+    def decided(row: dict) -> dict:
+        out = {k: v for k, v in row.items() if k not in timing}
+        if "replicas" in out:
+            out["replicas"] = {
+                url: {k: v for k, v in used.items() if k != "concurrency"}
+                for url, used in out["replicas"].items()
+            }
+        return out
+
     return {
         "tasks": [t.model_dump(exclude={"created_at"}) for t in run.read_tasks()],
         "rejections": [r.model_dump() for r in run.read_rejections()],
-        "rounds": [{k: v for k, v in row.items() if k not in timing} for row in run.read_state().rounds],
+        "rounds": [decided(row) for row in run.read_state().rounds],
     }
 
 

@@ -237,3 +237,17 @@ def test_a_replica_that_dies_mid_run_is_benched_then_used_again_when_back():
     counts = teacher.usage.replicas[flaky.base_url]
     assert counts.failures >= 1  # it failed while down ...
     assert after_restart > 0 and not flaky.dead  # ... and was probed and used again once back
+
+
+def test_a_retry_waits_for_a_full_healthy_replica_rather_than_return_to_a_dead_one():
+    pool = limited("live", "dead", maximum=1, adaptive=False)
+    live, dead = pool.replicas
+    pool.sent(live)  # the healthy replica is at its limit
+    pool.sent(dead)
+    pool.failed(dead, now=0.0)  # benched for 1 s
+    # Back on probation at 2.0 and free for a probe: a fresh request may probe it ...
+    assert pool.route(2.0).replica is dead
+    # ... but the request that just failed there waits for the healthy one instead.
+    assert pool.route(2.0, avoid="dead").replica is None
+    pool.answered(live)
+    assert pool.route(2.0, avoid="dead").replica is live

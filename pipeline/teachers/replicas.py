@@ -92,11 +92,19 @@ class ReplicaRouter:
         """The replica for the next attempt; `avoid` (the URL that failed this request) only as last resort.
 
         Among replicas free to take it, the least loaded (ties in turn, so idle replicas share evenly).
-        When every replica that is up is at its limit or probing, no replica: a slot frees when one of
-        their requests ends. When every replica is benched, the one back soonest, with how long to wait.
+        A retry waits for a slot on a healthy replica that is only full rather than go back to the one
+        it failed on (else, while the healthy ones are busy, one request can spend all its retries
+        probing a dead replica). When every replica that is up is at its limit or probing, no replica:
+        a slot frees when one of their requests ends. When every replica is benched, the one back
+        soonest, with how long to wait.
         """
         free = [r for r in self.replicas if r.accepts(now)]
-        preferred = [r for r in free if r.url != avoid] or free
+        preferred = [r for r in free if r.url != avoid]
+        healthy_but_full = any(
+            r.url != avoid and r.streak == 0 and not r.benched(now) and r.full() for r in self.replicas
+        )
+        if not preferred and not healthy_but_full:
+            preferred = free
         if preferred:
             count = len(self.replicas)
             start = self._turn
