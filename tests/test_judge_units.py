@@ -168,3 +168,21 @@ def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
     assert bootstrap_ci(values, seed=3) == (low, high)
     assert bootstrap_ci([0.5] * 7) == (0.5, 0.5)
     assert bootstrap_ci([]) is None
+
+
+def test_the_round_judge_shares_the_generation_engine_when_it_is_the_same_model(tmp_path):
+    from pipeline.judge.hook import _shared, shares_engine
+    from pipeline.teachers import CachedTeacher, TeacherConfig
+    from pipeline.teachers.vllm_local import VLLMTeacher
+
+    bundled = TeacherConfig(backend="vllm", model="bundled")
+    assert shares_engine(bundled, TeacherConfig(backend="vllm", model="bundled"))
+    assert not shares_engine(
+        bundled, TeacherConfig(backend="openai", model="bundled", base_urls=["http://x/v1"])
+    )
+    assert not shares_engine(bundled, TeacherConfig(backend="vllm", model=str(tmp_path)))
+    engine = object()  # stands in for the loaded vllm.LLM: nothing is loaded by sharing it
+    generation = CachedTeacher(VLLMTeacher(bundled, llm=engine), tmp_path)
+    judge = _shared(generation, bundled)
+    assert isinstance(judge, VLLMTeacher) and judge.llm is engine
+    assert judge.usage is not generation.usage  # the judge's tokens stay out of the generation's figures
