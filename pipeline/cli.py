@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "dedup": "pipeline.commands.dedup:dedup",
     "generate": "pipeline.commands.generate:generate",
     "export": "pipeline.commands.export:export",
+    "judge": "pipeline.commands.judge:judge",
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
     "train": "tuning.commands:train",

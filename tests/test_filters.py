@@ -9,6 +9,7 @@ from pipeline.quality.config import ALPACA_BLACKLIST_ADDITIONS, SELF_INSTRUCT_BL
 from pipeline.quality.filters import (
     INSTANCE_RULES,
     INSTRUCTION_RULES,
+    TASK_INSTANCE_RULES,
     FilterConfig,
     check_instance,
     check_instruction,
@@ -106,6 +107,7 @@ def test_config_is_strict_and_every_rule_has_a_switch() -> None:
     for name in [
         *INSTRUCTION_RULES,
         *INSTANCE_RULES,
+        *TASK_INSTANCE_RULES,
         "duplicate_instance",
         "conflicting_outputs",
         "too_many_instances",
@@ -145,6 +147,110 @@ def test_instance_rule_positive(instance: Instance, reason: str) -> None:
 )
 def test_instance_rule_negative(instance: Instance, reason: str) -> None:
     assert reason not in check_instance(instance)
+
+
+@pytest.mark.parametrize(
+    ("instance", "instruction", "reason"),
+    [
+        # the hand review's example: an instruction answered with itself
+        (
+            Instance(input="", output="A new business idea that will help people find a place to live."),
+            "Create a new business idea that will help people find a place to live.",
+            "output_repeats_instruction",
+        ),
+        # the input copied back, re-cased and with a word dropped
+        (
+            Instance(
+                input="The committee will meet on Tuesday to discuss the budget for next year.",
+                output="the committee will meet on tuesday to discuss the budget for next year",
+            ),
+            "Summarize the text.",
+            "output_repeats_input",
+        ),
+        (
+            Instance(
+                input="Paris is big and old and full of museums.",
+                output="Paris is big and old and full of museums!!",
+            ),
+            "Fix the grammar.",
+            "output_repeats_input",
+        ),
+        (
+            Instance(input="", output="Lorem ipsum dolor sit amet, consectetur adipiscing elit."),
+            "Write a poem.",
+            "filler_output",
+        ),
+        (
+            Instance(input="", output="Dear team, [Your text here] Best regards"),
+            "Write an email.",
+            "filler_output",
+        ),
+    ],
+)
+def test_repeat_and_filler_rules_positive(instance: Instance, instruction: str, reason: str) -> None:
+    assert reason in check_instance(instance, instruction=instruction)
+    assert filter_instances([instance], instruction=instruction)[1] == [(instance, [reason])]
+    switched_off = FilterConfig(**{reason: False})
+    assert reason not in check_instance(instance, switched_off, instruction)
+
+
+@pytest.mark.parametrize(
+    ("instance", "instruction", "reason"),
+    [
+        # an answer that uses the instruction's words but carries it out
+        (
+            Instance(
+                input="", output="A rental app that matches tenants with verified landlords by commute time."
+            ),
+            "Create a new business idea that will help people find a place to live.",
+            "output_repeats_instruction",
+        ),
+        # a grammar fix brings words the input lacks
+        (
+            Instance(
+                input="She go to school every day and she like it a lot.",
+                output="She goes to school every day and she likes it a lot.",
+            ),
+            "Correct the grammar of the sentence.",
+            "output_repeats_input",
+        ),
+        # a classification label taken from its input scores low (ROUGE-L weighs recall)
+        (
+            Instance(
+                input="I loved this phone, the battery lasts for days. Positive or negative?",
+                output="Positive",
+            ),
+            "Classify the sentiment of the review.",
+            "output_repeats_input",
+        ),
+        (
+            Instance(input="Options: cat, dog", output="dog"),
+            "Which is the larger animal?",
+            "output_repeats_input",
+        ),
+        (
+            Instance(input="", output="Insert the key and turn it to the left."),
+            "How do I open the door?",
+            "filler_output",
+        ),
+        (Instance(input="", output="A placeholder is a stand-in."), "Define placeholder.", "filler_output"),
+    ],
+)
+def test_repeat_and_filler_rules_negative(instance: Instance, instruction: str, reason: str) -> None:
+    assert reason not in check_instance(instance, instruction=instruction)
+
+
+def test_instruction_rule_runs_only_with_the_instruction_and_threshold_is_configurable() -> None:
+    instance = Instance(input="", output="Write a haiku about the sea")
+    assert check_instance(instance) == []
+    assert check_instance(instance, instruction="Write a haiku about the sea.") == [
+        "output_repeats_instruction"
+    ]
+    # 6 of 8 words shared: ROUGE-L 0.857
+    near = Instance(input="", output="Write a haiku about the sea today please")
+    assert check_instance(near, instruction="Write a haiku about the sea.") == ["output_repeats_instruction"]
+    strict = FilterConfig(repeat_threshold=0.9)
+    assert check_instance(near, strict, instruction="Write a haiku about the sea.") == []
 
 
 def test_filter_instances_task_level_rules() -> None:

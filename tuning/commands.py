@@ -72,6 +72,10 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
 @click.option("--max-steps", type=int, help="at most this many optimizer steps")
 @click.option("--epochs", type=float, help="passes over the data (--max-steps caps them)")
 @click.option("--merge", is_flag=True, default=None, help="also write a merged model folder (OUT/merged)")
+@click.option("--min-score", type=click.IntRange(1, 5), help="run data: train on tasks the judge scored >= N")
+@click.option(
+    "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -87,6 +91,8 @@ def train(
     max_steps: int | None,
     epochs: float | None,
     merge: bool | None,
+    min_score: int | None,
+    require_valid: bool,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -105,10 +111,12 @@ def train(
             "merge": merge,
         },
     )
+    from pipeline.run.judgments import JudgeFilter
     from tuning.data import load_splits
     from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
+    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
     launch = launch_from_env()
     quiet = quiet or not launch.is_main
     lone = lone_process_warning()
@@ -116,7 +124,7 @@ def train(
         console.print(f"[yellow]warning: {lone}")
 
     def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
-        train_examples, test_examples, source = load_splits(data, config.test_size, config.seed)
+        train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
         if not quiet:
             console.print(f"{len(train_examples)} training examples; held-out: {source}")
             if launch.distributed:
@@ -174,6 +182,10 @@ def train(
     "--config", "config_path", type=click.Path(path_type=Path), help="YAML whose `evaluate:` section applies"
 )
 @click.option("--out", type=click.Path(path_type=Path), help="write OUT/eval.json")
+@click.option("--judge", "use_judge", is_flag=True, default=None, help="compare base and student pairwise")
+@click.option("--judge-teacher", type=click.Choice(["vllm", "openai"]), help="the judge's backend")
+@click.option("--judge-model", help="judge model (default: the bundled one; use a strong one)")
+@click.option("--judge-base-url", multiple=True, help="openai judge: server URL(s) ending in /v1")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON on stdout")
 @click.option("--quiet", is_flag=True, help="no progress display")
 def evaluate(
@@ -186,6 +198,10 @@ def evaluate(
     prompt_format: str | None,
     config_path: Path | None,
     out: Path | None,
+    use_judge: bool | None,
+    judge_teacher: str | None,
+    judge_model: str | None,
+    judge_base_url: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -201,6 +217,10 @@ def evaluate(
             "evaluate.limit": limit,
             "evaluate.max_tokens": max_tokens,
             "evaluate.prompt_format": prompt_format,
+            "evaluate.judge.enabled": use_judge,
+            "evaluate.judge.teacher.backend": judge_teacher,
+            "evaluate.judge.teacher.model": judge_model,
+            "evaluate.judge.teacher.base_urls": list(judge_base_url) if judge_base_url else None,
         },
     ).evaluate
     from tuning.evaluate import evaluate as run_evaluate

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.judge.config import JudgeConfig
 from pipeline.teachers.config import EngineOptions
 from tuning.formats import PromptFormat
 
@@ -136,6 +137,9 @@ class EvalConfig(BaseModel):
     )
     max_length: int | None = Field(None, ge=8, description="held-out loss cut-off; None = the adapter's")
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="`enabled` (or --judge): compare base and student pairwise"
+    )
 
 
 TrainConfig.model_rebuild()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
+from pipeline.run.judgments import JudgeFilter
 from pipeline.run.reader import Run
 from tuning.formats import render_example
 
@@ -164,7 +165,7 @@ def _saved_dataset_dict(path: Path) -> Path | None:
 
 
 def load_splits(
-    path: str | Path, test_size: float = 0.05, seed: int = 42
+    path: str | Path, test_size: float = 0.05, seed: int = 42, keep: JudgeFilter | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
     """(train, test, where the test split came from) for a run dir, a saved datasets folder or an Alpaca file.
 
@@ -173,12 +174,19 @@ def load_splits(
     a flat Alpaca file, which has no task ids, is split by example. Both with `test_size` and `seed`.
     Examples carry their `task_id` where the data has one. Training records the split it got
     (tuning.record): a split is derived here once, for training, and never again for evaluation.
+    `keep` (a judge filter, run directories only) removes failing tasks from the training side alone.
     """
     from pipeline.run import export
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
+    if keep is not None and keep.active:
+        if not Run(path).looks_like_run():
+            raise UserError(f"{path}: --min-score and --require-valid need a run directory as --data")
+        train, test, source = load_splits(path, test_size, seed)
+        train, note = judge_filtered(path, train, keep)
+        return train, test, f"{source}; {note}"
     saved = _saved_dataset_dict(path) if path.is_dir() else None
     if saved is not None:
         from datasets import load_from_disk
@@ -197,3 +205,28 @@ def load_splits(
         return _clean(train), _clean(test), f"{len(test)} examples of held-out tasks (test_size {test_size})"
     train, test = split_examples(export.load_examples(path), test_size, seed)
     return train, test, f"{len(test)} examples held out here (test_size {test_size}, seed {seed})"
+
+
+def judge_filtered(
+    run_dir: Path, train: list[dict[str, str]], keep: JudgeFilter
+) -> tuple[list[dict[str, str]], str]:
+    """Training examples of tasks whose judgment passes `keep`. The held-out split is left as it is
+    without a filter, so filtered and unfiltered students are compared on the same held-out tasks.
+    Examples are matched by task id, or by their text where the data (an old export) has none."""
+    from pipeline.run import export
+    from pipeline.run.judgments import select_tasks
+
+    tasks = Run.open(run_dir).committed_tasks()
+    passing, counts = select_tasks(run_dir, tasks, keep)
+    ids = {t.id for t in passing}
+
+    def key(e: dict[str, Any]) -> tuple[str, str, str]:
+        return e["instruction"].strip(), (e.get("input") or "").strip(), e["output"].strip()
+
+    examples = export.task_examples(tasks)
+    good = {key(e) for e in examples if e["task_id"] in ids}
+    bad = {key(e) for e in examples if e["task_id"] not in ids} - good
+    kept = [e for e in train if (e["task_id"] in ids if "task_id" in e else key(e) not in bad)]
+    if not kept:
+        raise UserError(f"{run_dir}: no training example passes the judge filter ({keep.describe()})")
+    return kept, f"judge filter ({keep.describe()}) kept {counts['kept']} of {len(tasks)} tasks"

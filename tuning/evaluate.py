@@ -175,6 +175,8 @@ def evaluate(
     quiet_libraries()
     started = time.perf_counter()
     adapter_path = Path(adapter) if adapter is not None else None
+    if config.judge.enabled and adapter_path is None:
+        raise UserError("--judge compares the base model with the student: give the student with --adapter")
     meta = read_adapter_meta(adapter_path) if adapter_path is not None else {}
     base = resolve_model(config.base_model or meta.get("base_model") or "bundled")
     fmt = config.prompt_format or meta.get("prompt_format") or "chat"
@@ -216,6 +218,13 @@ def evaluate(
             if name in losses:
                 models[name]["heldout_loss"] = round(losses[name], 4)
 
+    pairwise = None
+    if config.judge.enabled:
+        from pipeline.judge.pairwise import judge_pairs
+
+        cache = Path(out) / "judge-cache" if out is not None else None
+        pairwise = judge_pairs(per_task, config.judge, cache_dir=cache, quiet=quiet)
+
     report = {
         "base_model": base,
         "adapter": str(adapter_path) if adapter_path is not None else None,
@@ -227,6 +236,7 @@ def evaluate(
         "settings": config.model_dump(mode="json"),
         "engine": {"dtype": dtype.dtype, "dtype_reason": dtype.reason},
         "models": models,
+        "pairwise": pairwise,
         "seconds": round(time.perf_counter() - started, 1),
         "answers": per_task,
     }
@@ -247,6 +257,9 @@ def results_table(report: dict[str, Any]) -> Any:
         table.add_column(name, justify="right")
     if "student" in models:
         table.add_column("change", justify="right")
+    from pipeline.judge.pairwise import add_pairwise_rows
+
+    add_pairwise_rows(table, report)
     rows = [
         ("ROUGE-L vs reference", "rouge_l"),
         ("clean end (EOS, no repetition)", "clean_end"),

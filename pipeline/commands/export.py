@@ -27,18 +27,63 @@ import click
     help="hf: share of tasks held out as the test split.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="hf: seed of the train/test split.")
+@click.option(
+    "--min-score",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="Only tasks the judge scored at least this (1-5); see `selfinstruct judge`.",
+)
+@click.option(
+    "--require-valid",
+    is_flag=True,
+    help="Only tasks the judge found valid on all three questions (instruction, input, output).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def export(
-    run_dir: str, fmt: str, out: str, include_seeds: bool, test_size: float, seed: int, as_json: bool
+    run_dir: str,
+    fmt: str,
+    out: str,
+    include_seeds: bool,
+    test_size: float,
+    seed: int,
+    min_score: int | None,
+    require_valid: bool,
+    as_json: bool,
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
     from pipeline.run.export import export_run
+    from pipeline.run.judgments import JudgeFilter
 
-    info = export_run(run_dir, fmt, out, include_seeds=include_seeds, test_size=test_size, seed=seed)  # type: ignore[arg-type]
+    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
+    info = export_run(
+        run_dir,
+        fmt,  # type: ignore[arg-type]
+        out,
+        include_seeds=include_seeds,
+        test_size=test_size,
+        seed=seed,
+        keep=keep,
+    )
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     split = f" (train {info['train']}, test {info['test']})" if "train" in info else ""
     click.echo(
         f"wrote {info['examples']} examples from {info['tasks']} tasks to {info['path']} [{fmt}]{split}"
+    )
+    if "judge_filter" in info:
+        click.echo(describe_judge_filter(info["judge_filter"]))
+
+
+def describe_judge_filter(counts: dict) -> str:
+    """One line: what the judge filter kept and why it left the rest out."""
+    why = {
+        "below_min_score": "below the minimum score",
+        "not_all_valid": "not valid on all three questions",
+        "unscored": "unscored by the judge",
+        "not_judged": "not judged yet",
+    }
+    left = ", ".join(f"{counts[k]} {label}" for k, label in why.items() if counts.get(k))
+    return f"judge filter ({counts['rule']}): kept {counts['kept']} tasks" + (
+        f"; left out {left}" if left else ""
     )

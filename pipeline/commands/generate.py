@@ -163,8 +163,11 @@ def _run(
 
     # Test harnesses pass a crash hook in the click context (`main(obj={"crash_hook": ...})`).
     crash_hook = ctx.obj.get("crash_hook") if isinstance(ctx.obj, dict) else None
+    from pipeline.judge.hook import round_judge
+
     progress = _progress_for(config, quiet=quiet, as_json=as_json)
-    with progress:
+    judging = JudgeProgress(progress, quiet=quiet)
+    with progress, round_judge(config.teacher, config.judge, run_dir, judging) as after_commit:
         outcome = run_generation(
             config,
             run_dir,
@@ -173,6 +176,7 @@ def _run(
             on_warning=_warn,
             crash_hook=crash_hook,
             verbose=verbose,
+            after_commit=after_commit,
         )
     summary = outcome.summary
     if summary is None:  # run_generation always writes one; this only narrows the type
@@ -205,6 +209,22 @@ def _progress_for(config: GenerateConfig, *, quiet: bool, as_json: bool) -> Prog
     if sys.stdout.isatty():
         return RichProgress(config)
     return LineProgress(sys.stderr if as_json else sys.stdout)
+
+
+class JudgeProgress:
+    """The per-round judge's progress (`judge.enabled`), shown as more requests of the round just done."""
+
+    def __init__(self, progress: ProgressListener, *, quiet: bool):
+        self.progress = progress
+        self.quiet = quiet
+
+    def step(self, label: str, total: int) -> None:
+        if not self.quiet:
+            console.print(f"judging {total} new task(s) ...")
+        self.progress.requests_added(total)
+
+    def advance(self, count: int) -> None:
+        self.progress.requests_done(count)
 
 
 class RichProgress(ProgressListener):

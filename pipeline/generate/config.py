@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.judge.config import JudgeConfig
 from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
@@ -160,6 +161,9 @@ class GenerateConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="the judge (`selfinstruct judge`; `enabled`: every round)"
+    )
 
     @field_validator("time_budget", mode="before")
     @classmethod
@@ -187,6 +191,8 @@ RUN_LENGTH_KEYS = ("rounds", "until", "time_budget", "max_rounds_without_progres
 
 FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
+    # judging scores kept tasks and never changes which tasks are kept
+    "judge",
     # where and how fast the teacher runs; none of these changes a completion or its cache key
     "teacher.base_urls",
     "teacher.api_key_env",

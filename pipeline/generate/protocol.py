@@ -267,12 +267,14 @@ def run_generation(
     on_warning: Callable[[str], None] | None = None,
     crash_hook: CrashHook | None = None,
     verbose: bool = False,
+    after_commit: Callable[[RunState, Teacher], None] | None = None,
 ) -> RunOutcome:
     """Run rounds in `run_dir` until the first of the config's bounds, committing each.
 
     With `teacher` given (an engine shared by tests), it is wrapped with the run's cache when
     `config.teacher.cache` and left open; otherwise the configured teacher is built and closed here.
-    `crash_hook` is for tests only (see `CRASH_POINTS`).
+    `crash_hook` is for tests only (see `CRASH_POINTS`). `after_commit(state, teacher)` runs after
+    each committed round (the judge's hook, `pipeline.judge.hook`).
     """
     started = time.monotonic()
     run = RunDir(run_dir)
@@ -300,6 +302,7 @@ def run_generation(
                     RunLength(config, started),
                     progress,
                     crash_hook or no_crash,
+                    after_commit,
                 )
             finally:
                 if own_teacher:
@@ -335,6 +338,7 @@ def _loop(
     length: RunLength,
     progress: ProgressListener,
     crash: CrashHook,
+    after_commit: Callable[[RunState, Teacher], None] | None = None,
 ) -> tuple[str | None, int]:
     """Run rounds until the run length says stop; return (why it stopped, if not the target; rounds run)."""
     recipe = recipe_class(ctx.config.method)
@@ -363,6 +367,8 @@ def _loop(
         length.round_done(len(result.tasks), row["wall_s"])
         _write_summary(run, state, ctx.config, seeds_path, len(ctx.seeds), teacher)
         progress.round_committed(row, state)
+        if after_commit is not None:
+            after_commit(state, teacher)
 
 
 def _round_row(round_no: int, result: RoundResult, usage: dict[str, Any], wall_s: float) -> dict[str, Any]:

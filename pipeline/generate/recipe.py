@@ -220,7 +220,7 @@ class Recipe(ABC):
         self, cand: Candidate, instances: list[Instance], problems: list[ParseProblem], **details: Any
     ) -> bool:
         """Filter a candidate's instances; record what is dropped; mark it ready unless none is left."""
-        kept, dropped = filter_instances(instances, self.config.filters)
+        kept, dropped = filter_instances(instances, self.config.filters, instruction=cand.instruction)
         record = {"key": cand.key, "request": cand.request}
         if not kept:
             reasons = ["no_valid_instances"]

@@ -29,6 +29,15 @@ SELF_INSTRUCT_BLACKLIST = (
 ALPACA_BLACKLIST_ADDITIONS = ("video", "audio", "music", "flowchart", "diagram")
 
 DEFAULT_PLACEHOLDERS = ("N/A", "<nooutput>", "<no output>", "...", "\u2026")
+DEFAULT_FILLER = (
+    "lorem ipsum",
+    "dolor sit amet",
+    "consectetur adipiscing",
+    "insert text here",
+    "your text here",
+    "text goes here",
+    "placeholder text",
+)
 DEFAULT_REFUSALS = (
     "as an ai language model",
     "as a language model",
@@ -86,6 +95,21 @@ class FilterConfig(BaseModel):
     refusal: bool = Field(True, description="reject outputs that refuse or talk about being an AI")
     refusal_phrases: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REFUSALS), description="substrings, case-insensitive"
+    )
+    output_repeats_instruction: bool = Field(
+        True, description="reject an output that restates the instruction (ROUGE-L above repeat_threshold)"
+    )
+    output_repeats_input: bool = Field(
+        True,
+        description="reject an output that copies its input: ROUGE-L above repeat_threshold and no word "
+        "the input lacks (edits such as grammar fixes add words and are kept)",
+    )
+    repeat_threshold: float = Field(
+        0.85, gt=0.0, le=1.0, description="ROUGE-L F-measure at or above which an output repeats"
+    )
+    filler_output: bool = Field(True, description="reject outputs containing known filler text")
+    filler_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FILLER), description="substrings, case-insensitive"
     )
     duplicate_instance: bool = Field(
         True, description="keep the first of identical (input, output) instances"

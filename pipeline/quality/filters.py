@@ -1,7 +1,7 @@
 """Quality filters: small named rules, each returning a reason code or None.
 
 The instruction rules are Self-Instruct's and Alpaca's post-processing filters; the instance rules
-are Self-Instruct's `prepare_for_finetuning` checks plus placeholder and refusal detection. Every
+are Self-Instruct's `prepare_for_finetuning` checks plus placeholder, refusal, repeat and filler checks. Every
 rule can be switched off and tuned from YAML through `FilterConfig`; nothing is dropped without a
 reason code, so rejections can be written out and counted.
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from pipeline.quality.config import FilterConfig
+from pipeline.quality.rouge import rouge_l, tokenize
 from pipeline.run.schemas import Instance
 
 _DEFAULT = FilterConfig()
@@ -117,6 +118,38 @@ def rule_refusal(instance: Instance, config: FilterConfig) -> str | None:
     return "refusal" if hit else None
 
 
+def rule_output_repeats_input(instance: Instance, config: FilterConfig) -> str | None:
+    """The output is (nearly) the input again: ROUGE-L at or above the threshold and not one word that
+    the input lacks. A classification label scores low against its input (ROUGE-L weighs recall: one
+    word of a ten-word input is 0.18), and an edit (a grammar fix, a translation) brings new words, so
+    neither is caught; what is caught is a copy, whole or with words dropped or re-cased."""
+    if not instance.input.strip() or not instance.output.strip():
+        return None
+    out_tokens = tokenize(instance.output)
+    if not out_tokens or not set(out_tokens) <= set(tokenize(instance.input)):
+        return None
+    return (
+        "output_repeats_input"
+        if rouge_l(instance.input, instance.output) >= config.repeat_threshold
+        else None
+    )
+
+
+def rule_filler_output(instance: Instance, config: FilterConfig) -> str | None:
+    output = _normalize(instance.output).casefold()
+    hit = any(_normalize(p).casefold() in output for p in config.filler_phrases)
+    return "filler_output" if hit else None
+
+
+def rule_output_repeats_instruction(instance: Instance, instruction: str, config: FilterConfig) -> str | None:
+    """The output restates the instruction instead of carrying it out ("Create a business idea that ..."
+    answered with itself). An instruction is never a right answer to itself, so ROUGE-L alone decides."""
+    if not instruction.strip() or not instance.output.strip():
+        return None
+    score = rouge_l(instruction, instance.output)
+    return "output_repeats_instruction" if score >= config.repeat_threshold else None
+
+
 InstanceRule = Callable[[Instance, FilterConfig], "str | None"]
 INSTANCE_RULES: dict[str, InstanceRule] = {
     "empty_output": rule_empty_output,
@@ -124,27 +157,45 @@ INSTANCE_RULES: dict[str, InstanceRule] = {
     "ends_with_colon": rule_ends_with_colon,
     "placeholder_output": rule_placeholder_output,
     "refusal": rule_refusal,
+    "output_repeats_input": rule_output_repeats_input,
+    "filler_output": rule_filler_output,
 }
+TaskInstanceRule = Callable[[Instance, str, FilterConfig], "str | None"]
+TASK_INSTANCE_RULES: dict[str, TaskInstanceRule] = {
+    "output_repeats_instruction": rule_output_repeats_instruction,
+}
+"""Instance rules that also need the task's instruction."""
 
 
-def check_instance(instance: Instance, config: FilterConfig | None = None) -> list[str]:
-    """Every reason code one instance fails on its own; [] means it passes."""
+def check_instance(
+    instance: Instance, config: FilterConfig | None = None, instruction: str | None = None
+) -> list[str]:
+    """Every reason code one instance fails on its own; [] means it passes. The rules that compare the
+    output with the instruction run only when `instruction` is given."""
     config = config or _DEFAULT
-    return [
+    reasons = [
         reason
         for name, rule in INSTANCE_RULES.items()
         if getattr(config, name) and (reason := rule(instance, config)) is not None
     ]
+    if instruction is not None:
+        reasons += [
+            reason
+            for name, task_rule in TASK_INSTANCE_RULES.items()
+            if getattr(config, name) and (reason := task_rule(instance, instruction, config)) is not None
+        ]
+    return reasons
 
 
 def filter_instances(
-    instances: list[Instance], config: FilterConfig | None = None
+    instances: list[Instance], config: FilterConfig | None = None, *, instruction: str | None = None
 ) -> tuple[list[Instance], list[tuple[Instance, list[str]]]]:
-    """Apply the instance rules, then the task-level ones, in this order: exact duplicates (keep the
-    first), conflicting outputs for one non-empty input (drop all of them), the per-task cap (keep the
-    first). Returns (kept in input order, rejected with their reason codes)."""
+    """Apply the instance rules (with `instruction`, also those comparing the output with it), then the
+    task-level ones, in this order: exact duplicates (keep the first), conflicting outputs for one
+    non-empty input (drop all of them), the per-task cap (keep the first). Returns (kept in input
+    order, rejected with their reason codes)."""
     config = config or _DEFAULT
-    reasons: list[list[str]] = [check_instance(instance, config) for instance in instances]
+    reasons: list[list[str]] = [check_instance(instance, config, instruction) for instance in instances]
     alive = [i for i, r in enumerate(reasons) if not r]
 
     def key(instance: Instance) -> tuple[str, str]:

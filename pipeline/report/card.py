@@ -135,6 +135,37 @@ def known_limits(figures: dict[str, Any], license_id: str) -> list[str]:
     return limits
 
 
+def judge_section(judge: dict[str, Any] | None) -> str:
+    """Which judge scored the data and its shares beside the Self-Instruct paper's; "" when not judged."""
+    if not judge or not judge["scored"]:
+        return ""
+    who = "; ".join(
+        f"`{j['model']}` via {j['backend']} (prompt version `{j['prompt_version']}`, {j['tasks']:,} tasks)"
+        for j in judge["judges"]
+    )
+    rows = [
+        [
+            judge["labels"][key],
+            f"{judge['shares'][key]:.1%} ({judge['yes'][key]:,})",
+            f"{judge['paper'][key]:.0%}",
+        ]
+        for key in ("valid_instruction", "appropriate_input", "correct_output", "all_valid")
+    ]
+    text = (
+        f"### Judge\n\nThe kept tasks were judged by a model: {who}. It answered the Self-Instruct "
+        "paper's three questions for each task (all its instances) and gave a 1-5 score; verdicts are in the "
+        f"run's `judgments.jsonl`. {judge['scored']:,} of {judge['tasks']:,} tasks were scored"
+    )
+    if judge["mean_score"] is not None:
+        text += f", mean score {judge['mean_score']:.2f}"
+    text += (
+        ". A judge is a model too: small judges agree poorly with people (see `bench/judge.py`).\n\n"
+        + _table(["question", "yes (this set)", "Self-Instruct paper (hand review)"], rows)
+        + "\n"
+    )
+    return text
+
+
 def render_card(
     figures: dict[str, Any], *, license_id: str | None = None, pretty_name: str | None = None
 ) -> str:
@@ -204,6 +235,9 @@ def render_card(
             [f"`{r['reason']}`", ", ".join(r["stages"]), _fmt(r["count"])] for r in figures["reasons"]
         ]
         parts.append(_table(["reason", "stage", "count"], reason_rows) + "\n")
+    judged = judge_section(figures.get("judge"))
+    if judged:
+        parts.append(judged)
     parts.append("## What the data looks like\n")
     look = [
         f"- Classification tasks: {shares['classification']:,} ({shares['classification_share']:.1%}); tasks with "

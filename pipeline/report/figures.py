@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.run.judgments import judgment_figures, read_judgments
 from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES
 from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdentity
@@ -456,6 +457,7 @@ def compute_report(
         "verbs": analyze_verbs(instructions, verb_method, on_done=on_verbs),  # type: ignore[arg-type]
         "rounds": rounds(run),
         "sample": sample_tasks(run.tasks, sample, sample_seed),
+        "judge": judgment_figures(run.tasks, read_judgments(run.run_dir)),
         "notes": [*run.notes, *consistency(run, funnel_figures)],
     }
     return figures

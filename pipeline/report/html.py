@@ -2,7 +2,7 @@
 
 The page is assembled from escaped fragments; there is no template engine to install and nothing is
 loaded from the network. Each section has a stable id (overview, funnel, reasons, novelty, lengths,
-shares, verbs, rounds, sample, config) so that tests and links can find it.
+shares, judge, verbs, rounds, sample, config) so that tests and links can find it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ SECTIONS = (
     ("novelty", "Novelty vs. seeds"),
     ("lengths", "Lengths"),
     ("shares", "Task types"),
+    ("judge", "Judge"),
     ("verbs", "Verbs and objects"),
     ("rounds", "Rounds"),
     ("sample", "Sample"),
@@ -307,6 +308,67 @@ def _shares(fig: dict[str, Any], plot: str | None) -> str:
     return _img(plot, "task type shares") + _table(["", "count", "share", ""], rows, {1, 2})
 
 
+def _judge(fig: dict[str, Any], plot: str | None) -> str:
+    """The Self-Instruct paper's quality table for this run, the score histogram, the lowest-scored tasks."""
+    judge = fig.get("judge")
+    if not judge or not judge["judged"]:
+        return _empty("Not judged: run `selfinstruct judge RUN` to score every kept task.")
+    who = "; ".join(
+        f"{j['backend']}: {j['model']} (prompt {j['prompt_version']}, {j['tasks']:,} tasks)"
+        for j in judge["judges"]
+    )
+    lead = (
+        f'<p class="lead">A judge model answered the three questions the Self-Instruct authors asked of 200 of '
+        f"their tasks, for each kept task (all its instances). Judge: {escape(who)}. Shares are of the "
+        f"{_int(judge['scored'])} scored tasks; the paper's figures are from a hand review of GPT-3 data.</p>"
+    )
+    rows = []
+    for key in ("valid_instruction", "appropriate_input", "correct_output", "all_valid"):
+        share = judge["shares"][key]
+        rows.append(
+            [
+                escape(judge["labels"][key]),
+                _pct(share) if share is not None else "–",
+                _int(judge["yes"][key]),
+                _pct(judge["paper"][key]),
+            ]
+        )
+    table = _table(["question", "yes (this run)", "tasks", "Self-Instruct paper"], rows, {1, 2, 3})
+    left = judge["unscored"] + judge["failed"] + judge["not_judged"]
+    note = ""
+    if left:
+        reasons = ", ".join(f"{k} {v}" for k, v in judge["unscored_reasons"].items())
+        note = (
+            f'<div class="note">{_int(left)} of {_int(judge["tasks"])} tasks have no score: '
+            f"{_int(judge['unscored'])} unscored, {_int(judge['failed'])} failed requests, "
+            f"{_int(judge['not_judged'])} not judged yet"
+            + (f" ({escape(reasons)})" if reasons else "")
+            + ".</div>"
+        )
+    lowest = []
+    for task in judge["lowest"]:
+        answers = ", ".join(
+            f"{q.replace('_', ' ')}: {'yes' if v else 'no'}" for q, v in task["answers"].items()
+        )
+        ios = "".join(
+            '<div class="io">'
+            + (
+                f'<div class="lab">input</div><div class="txt">{escape(_clip(i["input"]))}</div>'
+                if i["input"].strip()
+                else ""
+            )
+            + f'<div class="lab">output</div><div class="txt">{escape(_clip(i["output"]))}</div></div>'
+            for i in task["instances"]
+        )
+        lowest.append(
+            f'<div class="task"><div class="meta">{escape(task["id"])} <span class=tag>score {task["score"]}</span> '
+            f'{escape(answers)}</div><div class="instr">{escape(_clip(task["instruction"]))}</div>{ios}'
+            f'<div class="detail">judge: {escape(task["reason"])}</div></div>'
+        )
+    worst = "<h3>Lowest-scored tasks</h3>" + "".join(lowest) if lowest else ""
+    return lead + table + note + _img(plot, "judge score histogram") + worst
+
+
 def _verbs(fig: dict[str, Any], plot: str | None) -> str:
     verbs = fig["verbs"]
     method = (
@@ -426,6 +488,7 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         "novelty": _novelty(figures, plots.get("novelty")),
         "lengths": _lengths(figures, plots.get("lengths")),
         "shares": _shares(figures, plots.get("shares")),
+        "judge": _judge(figures, plots.get("judge")),
         "verbs": _verbs(figures, plots.get("verbs")),
         "rounds": _rounds(figures, plots.get("rounds")),
         "sample": _sample(figures),

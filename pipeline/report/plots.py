@@ -271,6 +271,26 @@ def plot_rounds(rounds: dict[str, Any]) -> str | None:
     return to_data_uri(fig)
 
 
+@styled
+def plot_judge(judge: dict[str, Any] | None) -> str | None:
+    """The judge's scores: how many tasks got each score from 1 to 5."""
+    if not judge or not judge["scored"]:
+        return None
+    rows = judge["histogram"]
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.subplots()
+    colors = [RED, ORANGE, GREY, BLUE, GREEN]
+    bars = ax.bar([str(r["score"]) for r in rows], [r["count"] for r in rows], color=colors)
+    ax.bar_label(bars, labels=[f"{r['count']:,}" for r in rows], padding=2)
+    ax.set_xlabel("judge's score (1 = unusable, 5 = excellent)")
+    ax.set_ylabel("tasks")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.15)
+    ax.set_title(f"Judge scores of {judge['scored']:,} tasks")
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
 def make_plots(figures: dict[str, Any]) -> dict[str, str | None]:
     """Every chart of the report by section name; None where a section has nothing to draw."""
     return {
@@ -281,4 +301,5 @@ def make_plots(figures: dict[str, Any]) -> dict[str, str | None]:
         "shares": plot_shares(figures["shares"]),
         "verbs": plot_verbs(figures["verbs"]),
         "rounds": plot_rounds(figures["rounds"]),
+        "judge": plot_judge(figures.get("judge")),
     }

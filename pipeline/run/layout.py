@@ -5,7 +5,8 @@ machine_tasks.jsonl  kept tasks, append-only, ids "r{round:04d}-{k:04d}"
 rejected.jsonl       rejected candidates, append-only, each with a stable `candidate.key`
 state.json           the commit point: rounds done, RNG state, per-round figures (atomic)
 summary.json         counts, tokens, cost and time for people and the report (atomic)
-cache/               the teacher cache
+judgments.jsonl      a judge's verdict per kept task, append-only (`selfinstruct judge`)
+cache/               the teacher cache (cache/judge/: the judge's)
 export/              exports (`make generate` writes export/hf and export/alpaca_data.json)
 """
 
@@ -21,6 +22,7 @@ SUMMARY_FILE = "summary.json"
 CACHE_DIR = "cache"
 EXPORT_DIR = "export"
 LOCK_FILE = ".lock"
+JUDGMENTS_FILE = "judgments.jsonl"
 
 
 class RunLayout:
@@ -60,6 +62,10 @@ class RunLayout:
     @property
     def lock_path(self) -> Path:
         return self.path / LOCK_FILE
+
+    @property
+    def judgments_path(self) -> Path:
+        return self.path / JUDGMENTS_FILE
 
     def looks_like_run(self) -> bool:
         """A folder is a run once the generator has written records or a commit point into it."""

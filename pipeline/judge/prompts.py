@@ -1,0 +1,133 @@
+"""The judge's prompts and the JSON schemas its answers are forced into.
+
+A template is plain text with `$name` placeholders (`string.Template`, so the JSON examples in it
+need no escaping). Its version, recorded on every judgment, hashes the template text together with
+the schema: changing either makes a new prompt version, and a re-judge with it scores every task
+again. Each field is clipped so that a task with five long instances still fits the judge's context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.core.errors import UserError
+from pipeline.judge.config import JudgeConfig
+from pipeline.run.schemas import MachineTask
+from pipeline.teachers.base import Request, SamplingParams
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+Kind = Literal["task", "pairwise"]
+
+TASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string"},
+        "valid_instruction": {"type": "boolean"},
+        "appropriate_input": {"type": "boolean"},
+        "correct_output": {"type": "boolean"},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["reason", "valid_instruction", "appropriate_input", "correct_output", "score"],
+    "additionalProperties": False,
+}
+"""The reason comes first so that a judge states its case before it gives the verdict."""
+
+PAIRWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reason": {"type": "string"}, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["reason", "winner"],
+    "additionalProperties": False,
+}
+
+PLACEHOLDERS: dict[Kind, tuple[str, ...]] = {
+    "task": ("instruction", "instances"),
+    "pairwise": ("instruction", "input", "answer_a", "answer_b"),
+}
+SCHEMAS: dict[Kind, dict[str, Any]] = {"task": TASK_SCHEMA, "pairwise": PAIRWISE_SCHEMA}
+NO_INPUT = "(none)"
+CLIPPED = " [... clipped]"
+
+
+@dataclass(frozen=True)
+class JudgeTemplate:
+    kind: Kind
+    text: str
+    source: str
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return SCHEMAS[self.kind]
+
+    @property
+    def version(self) -> str:
+        blob = self.text + "\n" + json.dumps(self.schema, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+    def render(self, **fields: str) -> str:
+        return string.Template(self.text).substitute(fields)
+
+
+def load_template(kind: Kind, path: str | Path | None = None) -> JudgeTemplate:
+    """The bundled template of `kind`, or the user's file, checked for its placeholders."""
+    source = Path(path) if path is not None else TEMPLATE_DIR / f"{kind}.txt"
+    if not source.is_file():
+        raise UserError(f"{source}: no such judge template")
+    text = source.read_text(encoding="utf-8")
+    template = string.Template(text)
+    found = {m.group("named") or m.group("braced") for m in template.pattern.finditer(text)} - {None}
+    needed = set(PLACEHOLDERS[kind])
+    if needed - found or found - needed:
+        raise UserError(
+            f"{source}: a {kind} judge template needs exactly the placeholders "
+            f"{', '.join('$' + p for p in PLACEHOLDERS[kind])}"
+            + (f"; missing {', '.join(sorted(needed - found))}" if needed - found else "")
+            + (f"; unknown {', '.join(sorted(found - needed))}" if found - needed else "")
+            + " (write $$ for a literal $)"
+        )
+    return JudgeTemplate(kind, text, str(source))
+
+
+def clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rstrip() + CLIPPED
+
+
+def render_instances(task: MachineTask, limit: int) -> str:
+    blocks = []
+    for k, instance in enumerate(task.instances, start=1):
+        given = clip(instance.input, limit) if instance.input.strip() else NO_INPUT
+        blocks.append(f"Instance {k}\nInput: {given}\nOutput: {clip(instance.output, limit)}")
+    return "\n\n".join(blocks)
+
+
+def _request(text: str, template: JudgeTemplate, config: JudgeConfig) -> Request:
+    params = SamplingParams(**config.decoding.model_dump(), seed=config.seed, json_schema=template.schema)
+    return Request(messages=[{"role": "user", "content": text}], params=params)
+
+
+def task_request(template: JudgeTemplate, task: MachineTask, config: JudgeConfig) -> Request:
+    """One chat request asking the judge the paper's three questions about a whole task."""
+    text = template.render(
+        instruction=clip(task.instruction, config.max_field_chars),
+        instances=render_instances(task, config.max_field_chars),
+    )
+    return _request(text, template, config)
+
+
+def pairwise_request(
+    template: JudgeTemplate, instruction: str, given: str, answer_a: str, answer_b: str, config: JudgeConfig
+) -> Request:
+    """One chat request asking which of two answers to a request is better."""
+    limit = config.max_field_chars
+    text = template.render(
+        instruction=clip(instruction, limit),
+        input=clip(given, limit) if given.strip() else NO_INPUT,
+        answer_a=clip(answer_a, limit) or "(empty answer)",
+        answer_b=clip(answer_b, limit) or "(empty answer)",
+    )
+    return _request(text, template, config)

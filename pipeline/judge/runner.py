@@ -1,0 +1,206 @@
+"""`judge` on a run directory: score every kept task that has no current verdict from this judge.
+
+Which tasks are asked:
+- a task with no judgment, or whose last request failed, or whose text changed since it was judged;
+- with `rejudge_others` (the `judge` command), also a task whose current verdict came from another
+  judge (model identity) or another prompt version: the latest judge's verdict becomes the current
+  one, and the older lines stay in the file as history. The per-round hook of `generate` passes
+  False, so it only fills in new tasks and never overwrites a verdict a stronger judge gave.
+
+Judgments are appended batch by batch, every request goes through the run's judge cache
+(`cache/judge/`), so a killed `judge` resumes where it stopped and pays for no answer twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.core.errors import UserError
+from pipeline.judge.calls import ask_each
+from pipeline.judge.config import JudgeConfig
+from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
+from pipeline.judge.prompts import JudgeTemplate, load_template, task_request
+from pipeline.run.judgments import Judgment, append_judgments, read_judgments, task_digest
+from pipeline.run.schemas import MachineTask, TeacherIdentity
+from pipeline.teachers.base import Completion, Teacher
+
+JUDGE_CACHE = ("cache", "judge")
+LOCK_FILE = ".judge.lock"
+REPLY_CHARS = 2000
+
+
+class Progress(Protocol):
+    """What the judge reports to: `generate`'s reporter and the `judge` command's display both fit."""
+
+    def step(self, label: str, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass
+class JudgeOutcome:
+    judge: TeacherIdentity
+    prompt_version: str
+    tasks: int
+    asked: int
+    counts: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "judge": self.judge.model_dump(),
+            "prompt_version": self.prompt_version,
+            "tasks": self.tasks,
+            "asked": self.asked,
+            "counts": self.counts,
+            "usage": self.usage,
+        }
+
+
+def judge_cache_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir).joinpath(*JUDGE_CACHE)
+
+
+@contextlib.contextmanager
+def judge_lock(run_dir: str | Path) -> Iterator[None]:
+    """One judge at a time per run (two would append the same verdicts twice); freed when the process dies."""
+    path = Path(run_dir) / LOCK_FILE
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir}: another judge is running on this run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def needs_judging(
+    task: MachineTask,
+    current: Judgment | None,
+    judge: TeacherIdentity,
+    prompt_version: str,
+    rejudge_others: bool,
+) -> bool:
+    if current is None or current.status == "failed" or current.task_digest != task_digest(task):
+        return True
+    other = current.judge != judge or current.prompt_version != prompt_version
+    return rejudge_others and other
+
+
+def to_judgment(
+    task: MachineTask, reply: Completion | Unusable, judge: TeacherIdentity, prompt_version: str
+) -> Judgment:
+    """The record of one answer: scored, unscored with what was wrong, or failed (asked again next time)."""
+    base = {
+        "task_id": task.id,
+        "judge": judge,
+        "prompt_version": prompt_version,
+        "task_digest": task_digest(task),
+    }
+    if isinstance(reply, Unusable):
+        return Judgment(status="failed", reason=str(reply), **base)
+    text, finish = reply.texts[0], reply.finish_reasons[0]
+    verdict = read_task_verdict(text, finish)
+    if isinstance(verdict, TaskVerdict):
+        return Judgment(
+            status="scored",
+            valid_instruction=verdict.valid_instruction,
+            appropriate_input=verdict.appropriate_input,
+            correct_output=verdict.correct_output,
+            score=verdict.score,
+            reason=verdict.reason,
+            parsed=verdict.parsed,
+            **base,
+        )
+    return Judgment(status="unscored", reason=str(verdict), reply=text[:REPLY_CHARS], **base)
+
+
+def judge_tasks(
+    run_dir: str | Path,
+    tasks: list[MachineTask],
+    teacher: Teacher,
+    template: JudgeTemplate,
+    config: JudgeConfig,
+    progress: Progress | None = None,
+) -> Counter[str]:
+    """Ask about `tasks` batch by batch, appending each batch's judgments; counts by status."""
+    counts: Counter[str] = Counter()
+    if progress is not None:
+        progress.step("judge", len(tasks))
+    on_done = progress.advance if progress is not None else None
+    for start in range(0, len(tasks), config.batch_size):
+        batch = tasks[start : start + config.batch_size]
+        replies = ask_each(teacher, [task_request(template, t, config) for t in batch], on_done)
+        judgments = [
+            to_judgment(t, r, teacher.identity, template.version) for t, r in zip(batch, replies, strict=True)
+        ]
+        append_judgments(run_dir, judgments)
+        counts.update(j.status for j in judgments)
+    return counts
+
+
+def judge_run(
+    run_dir: str | Path,
+    config: JudgeConfig,
+    *,
+    teacher: Teacher | None = None,
+    progress: Progress | None = None,
+    rejudge_others: bool = True,
+) -> JudgeOutcome:
+    """Judge the committed tasks of `run_dir` that need it (see the module docstring).
+
+    `teacher` (an engine the caller owns, uncached) is used when given and left open; otherwise the
+    configured judge is built here and closed. Either way the judge cache wraps it when `teacher.cache`.
+    """
+    from pipeline.run.reader import Run
+    from pipeline.teachers import make_teacher
+    from pipeline.teachers.cache import CachedTeacher
+
+    tasks = Run.open(run_dir).committed_tasks()
+    template = load_template("task", config.template)
+    own = teacher is None
+    base = make_teacher(config.teacher) if teacher is None else teacher
+    judge: Teacher = CachedTeacher(base, judge_cache_dir(run_dir)) if config.teacher.cache else base
+    start = judge.usage.copy()
+    try:
+        with judge_lock(run_dir):
+            current = read_judgments(run_dir)
+            pending = [
+                t
+                for t in tasks
+                if needs_judging(t, current.get(t.id), judge.identity, template.version, rejudge_others)
+            ]
+            counts = (
+                judge_tasks(run_dir, pending, judge, template, config, progress) if pending else Counter()
+            )
+    finally:
+        if own:
+            judge.close()
+    return JudgeOutcome(
+        judge=judge.identity,
+        prompt_version=template.version,
+        tasks=len(tasks),
+        asked=len(pending),
+        counts=dict(counts),
+        usage=judge.usage.since(start).as_dict(),
+    )
+
+
+def judge_new_tasks(
+    run_dir: str | Path, judge_config: JudgeConfig, teacher: Teacher, progress: Progress | None = None
+) -> JudgeOutcome:
+    """The hook `generate` calls after each committed round: judge what has no verdict yet, nothing else."""
+    return judge_run(run_dir, judge_config, teacher=teacher, progress=progress, rejudge_others=False)
