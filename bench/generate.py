@@ -48,6 +48,7 @@ class Recording(Teacher):
     def __init__(self, inner: Teacher):
         super().__init__(inner.identity, inner.usage)
         self.inner = inner
+        self.structured_outputs = inner.structured_outputs
         self.sent: list[Request] = []
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:

@@ -261,6 +261,7 @@ def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
             "seeds": str(seeds),
             "batch_size": 4,
             "rounds": 2,
+            "decoding": {"constrained": "off"},
             "teacher": {
                 "backend": "openai",
                 "model": "fake-teacher",

@@ -397,8 +397,10 @@ def seeds_file(tmp_path) -> Path:
 
 
 def make_config(server: FakeTeacher, seeds: Path, **changes: object) -> GenerateConfig:
+    # The fake knows the recipes' free replies only (constrained runs: tests/test_constrained_run.py).
     data = {
         "seeds": str(seeds),
+        "decoding": {"constrained": "off"},
         "batch_size": 4,
         "rounds": 2,
         "teacher": TeacherConfig(
@@ -762,6 +764,7 @@ def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str =
                 "seeds": str(seeds),
                 "batch_size": 4,
                 "rounds": 3,
+                "decoding": {"constrained": "off"},
                 "teacher": {
                     "backend": "openai",
                     "model": "fake-teacher",

@@ -126,7 +126,16 @@ def test_summary_round_trips_through_writer_and_reader(run_dir, seeds_file):
     assert summary.kept_total == 5 and summary.method == "self-instruct" and summary.teacher == TEACHER
     assert (summary.seeds.path, summary.seeds.count) == (str(seeds_file), 8)
     # The keys on disk are the ones summary.json has always had (totals.retries is the one addition).
-    assert set(on_disk) == {"method", "teacher", "seeds", "rounds", "totals", "kept_total", "updated_at"}
+    assert set(on_disk) == {
+        "method",
+        "teacher",
+        "seeds",
+        "rounds",
+        "totals",
+        "kept_total",
+        "updated_at",
+        "constrained_decoding",
+    }
     assert set(on_disk["rounds"][0]) == set(round_row(1, 1))
     assert set(on_disk["totals"]) == {
         "requests",

@@ -94,6 +94,7 @@ def test_generate_reports_ours_and_lets_the_engines_warnings_through(tmp_path: P
         seeds=str(seeds),
         rounds=1,
         batch_size=2,
+        decoding={"constrained": "off"},
         teacher=TeacherConfig(backend="vllm", model="warning-teacher", cache=False),
     )
     reported: list[str] = []

@@ -70,6 +70,12 @@ if TYPE_CHECKING:
     "--batch-size", type=click.IntRange(min=1), default=None, help="Instruction requests per round."
 )
 @click.option("--seed", type=int, default=None, help="The run's RNG seed.")
+@click.option(
+    "--constrained",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="Hold replies to the recipe's layout (decoding.constrained): auto where the backend can, on, off.",
+)
 @click.option("--no-cache", is_flag=True, help="Do not use the teacher cache (a resume then pays again).")
 @click.option("--force", is_flag=True, help="Continue a run even though the configuration changed.")
 @click.option("--quiet", is_flag=True, help="No progress display and no summary table.")
@@ -100,6 +106,7 @@ def generate(
     time_budget: str | None,
     batch_size: int | None,
     seed: int | None,
+    constrained: str | None,
     no_cache: bool,
     force: bool,
     quiet: bool,
@@ -134,6 +141,7 @@ def generate(
         "batch_size": batch_size,
         "seed": seed,
         "teacher.cache": False if no_cache else None,
+        "decoding.constrained": constrained,
     }
     config = load_config(config_path, GenerateConfig, overrides)
     if rounds is not None:
@@ -316,6 +324,8 @@ def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: str) -> Non
     table.add_row("requests", f"{totals.requests} ({totals.cache_hits} from cache)")
     table.add_row("tokens", f"{totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion")
     table.add_row("tokens/s", f"{totals.tokens_per_s:,.0f}")
+    if summary.constrained_decoding is not None:
+        table.add_row("decoding", summary.constrained_decoding.describe())
     if totals.cost is not None:
         table.add_row("cost", f"${totals.cost:.4f}")
     table.add_row("candidates", str(totals.candidates))

@@ -7,6 +7,10 @@ Stanford Alpaca's (3 seed tasks per prompt, temperature 1.0, top_p 1.0, 3072 tok
 item 20). Where the originals ask for `top_p=0` together with `temperature=0` we use `top_p=1.0`:
 both mean greedy decoding, and vLLM only accepts top_p in (0, 1].
 
+`decoding.constrained` (default `auto`) holds each reply to the layout its recipe asks for and its
+parser reads (`pipeline.generate.formats`): the same prompts, item counts, stop strings and token
+limits, with decoding kept to replies that parse.
+
 Settings fall into two kinds. Those that change what a run produces (method, seeds, teacher model,
 decoding, filters, dedup, templates, seed, batch size, ...) must stay fixed for the life of a run
 directory; `RUN_LENGTH_KEYS` and the other `FREE_KEYS` (how long to run, where the servers are, how
@@ -99,6 +103,11 @@ class DecodingConfig(BaseModel):
         300, ge=1, description="max_tokens for output-first (classification) prompts"
     )
     alpaca: AlpacaDecoding = Field(default_factory=AlpacaDecoding)
+    constrained: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="hold each reply to its recipe's layout (vLLM structured outputs): auto = where the "
+        "backend supports it, else free decoding with a warning; on = required; off = never",
+    )
 
 
 class TemplatePaths(BaseModel):

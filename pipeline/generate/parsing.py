@@ -27,17 +27,25 @@ PARSE_NO_INSTANCES = "parse_no_instances"
 PARSE_NO_CLASS_LABEL = "parse_no_class_label"
 TRUNCATED = "truncated"
 
+# The words the parsers split on; `pipeline.generate.formats` keeps them out of the fields it lets a
+# teacher write, so the grammars and these parsers read one layout.
+ALPACA_SEPARATOR = "###"
+ALPACA_FIELDS = ("Instruction", "Input", "Output")
+EXAMPLE = "Example"
+INPUT = "Input"
+OUTPUT = "Output"
+CLASS_LABEL = "Class label:"
+
 _SI_SPLIT = re.compile(r"\n\d+\s?\. ")
 _CHAT_SPLIT = re.compile(r"\n[ \t]*(?:\d+\s?[.)]|[-*\u2022])[ \t]+")
 _CHAT_LEADING_MARK = re.compile(r"^\s*(?:\d+\s?[.)]|[-*\u2022])\s+")
 _PREAMBLE = re.compile(r"(:\s*$)|^(sure|certainly|of course|okay|ok|here (are|is))\b", re.IGNORECASE)
-_ALPACA_FIELD = re.compile(r"\d+\.\s+(Instruction|Input|Output):")
-_ALPACA_ITEM_START = re.compile(r"^\s*(?:###\s*)?\d+\.\s+Instruction:")
-_EXAMPLE = re.compile(r"Example\s?\d*\.?")
-_OUTPUT = re.compile(r"Output\s*\d*\s*:")
-_INPUT = re.compile(r"Input\s*\d*\s*:")
-_LEADING_INPUT = re.compile(r"^Input\s*\d*\s*:")
-CLASS_LABEL = "Class label:"
+_ALPACA_FIELD = re.compile(rf"\d+\.\s+({'|'.join(ALPACA_FIELDS)}):")
+_ALPACA_ITEM_START = re.compile(rf"^\s*(?:{ALPACA_SEPARATOR}\s*)?\d+\.\s+{ALPACA_FIELDS[0]}:")
+_EXAMPLE = re.compile(rf"{EXAMPLE}\s?\d*\.?")
+_OUTPUT = re.compile(rf"{OUTPUT}\s*\d*\s*:")
+_INPUT = re.compile(rf"{INPUT}\s*\d*\s*:")
+_LEADING_INPUT = re.compile(rf"^{INPUT}\s*\d*\s*:")
 
 
 @dataclass(frozen=True)
@@ -125,14 +133,14 @@ def parse_alpaca_reply(
         return out
     numbered = chat and _ALPACA_ITEM_START.match(text) is not None
     raw = text if numbered else f"{num_prompt_tasks + 1}. Instruction:" + text
-    pieces = raw.split("###")
+    pieces = raw.split(ALPACA_SEPARATOR)
     cut = finish_reason == "length"
     for index, piece in enumerate(pieces):
         if not piece.strip():
             continue
         last = index == len(pieces) - 1
         parts = _ALPACA_FIELD.split(piece)
-        if len(parts) != 7 or parts[1::2] != ["Instruction", "Input", "Output"]:
+        if len(parts) != 7 or tuple(parts[1::2]) != ALPACA_FIELDS:
             codes = (PARSE_MALFORMED_ITEM, TRUNCATED) if (last and cut) else (PARSE_MALFORMED_ITEM,)
             out.problems.append(ParseProblem(codes, piece.strip()))
             continue

@@ -31,6 +31,7 @@ from pipeline.core.jsonio import append_jsonl
 from pipeline.core.warncapture import PipelineWarning, capture_warnings
 from pipeline.core.yamlconfig import dump_config
 from pipeline.generate.config import FREE_KEYS, GenerateConfig
+from pipeline.generate.constrained import resolve_constrained
 from pipeline.generate.driver import CrashHook, drive_round, no_crash
 from pipeline.generate.progress import ProgressListener
 from pipeline.generate.prompts import Templates, load_templates
@@ -248,12 +249,23 @@ def _context(
     committed: list[MachineTask],
     teacher: Teacher,
 ) -> RunContext:
-    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG."""
+    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG,
+    and whether replies are held to their formats (decided once and kept in state.json)."""
     index = RougeIndex(config.dedup)
     index.add_many([s.instruction for s in seeds])
     index.add_many([t.instruction for t in committed])
+    state.constrained = resolve_constrained(
+        config.decoding.constrained, teacher, chat=config.prompt_style == "chat", saved=state.constrained
+    )
     return RunContext(
-        config, seeds, templates, index, list(committed), rng_from_json(state.rng_state), teacher.identity
+        config,
+        seeds,
+        templates,
+        index,
+        list(committed),
+        rng_from_json(state.rng_state),
+        teacher.identity,
+        constrained=state.constrained.applied,
     )
 
 
@@ -290,9 +302,14 @@ def run_generation(
         if pending["tasks"] or pending["rejected"]:
             outcome.resumed_round = state.rounds_done + 1
         with capture_warnings(PipelineWarning) as caught:
-            ctx = _context(config, state, seeds, templates, committed, teacher)
-            progress.run_started(state, config, teacher.usage)
             try:
+                decided = state.constrained
+                ctx = _context(config, state, seeds, templates, committed, teacher)
+                if state.constrained != decided:
+                    # Kept before the first request, so a run killed in its first round resumes
+                    # with the same decision (and cache keys) without asking the teacher again.
+                    run.write_state(state)
+                progress.run_started(state, config, teacher.usage)
                 outcome.stopped, outcome.rounds_run = _loop(
                     ctx,
                     teacher,

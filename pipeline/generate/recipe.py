@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.generate.classify import Label
 from pipeline.generate.config import GenerateConfig
+from pipeline.generate.formats import ReplyFormat, RunFormats
 from pipeline.generate.parsing import ParseProblem
 from pipeline.generate.prompts import Templates
 from pipeline.quality.dedup import DedupResult, RougeIndex
@@ -55,6 +56,11 @@ class RunContext:
     pool: list[MachineTask]
     rng: random.Random
     teacher: TeacherIdentity
+    constrained: bool = False  # hold each request to its reply format (`pipeline.generate.constrained`)
+    formats: RunFormats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.formats = RunFormats.from_config(self.config)
 
 
 @dataclass
@@ -147,6 +153,10 @@ class Recipe(ABC):
         return RoundResult(tasks, self.rejections.ordered(), len(self.candidates), labels)
 
     # -- building blocks ---------------------------------------------------------------------------
+    def held(self, fmt: ReplyFormat) -> dict[str, Any]:
+        """`make_request` keywords holding a request to its reply format (none when decoding is free)."""
+        return {"structured": fmt.structured()} if self.ctx.constrained else {}
+
     def candidate(
         self, reply: int, item: int, instruction: str, finish_reason: str | None, prompt_ids: list[str]
     ) -> Candidate:

@@ -425,6 +425,10 @@ def overview(run: RunData, seeds_path: Path, seed_count: int) -> dict[str, Any]:
         "updated_at": summary.updated_at,
         "dedup_threshold": _section(run.config, "dedup").get("threshold"),
         "filters": _section(run.config, "filters"),
+        # decoding.constrained as it ran (None for a run from before the setting)
+        "decoding": summary.constrained_decoding.describe()
+        if summary.constrained_decoding is not None
+        else "free (the run predates decoding.constrained)",
     }
 
 

@@ -170,6 +170,7 @@ def _overview(fig: dict[str, Any]) -> str:
         ["teacher fingerprint", f"<code>{escape(str(teacher['fingerprint']) or '–')}</code>"],
         ["teacher dtype", escape(_dtype(teacher))],
         ["seeds", escape(f"{ov['seeds']} tasks from {ov['seeds_path']}")],
+        ["decoding", escape(ov["decoding"])],
         [
             "dedup threshold (ROUGE-L)",
             escape(str(ov["dedup_threshold"]) if ov["dedup_threshold"] is not None else "–"),

@@ -7,7 +7,7 @@ A machine task is one complete, kept record of `machine_tasks.jsonl`; a rejectio
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -80,6 +80,25 @@ class TeacherIdentity(BaseModel):
                 why = f" ({new.dtype_reason})" if field == "dtype" and new.dtype_reason else ""
                 out.append(f"teacher.{field}: {before!r} -> {after!r}{why}")
         return out
+
+
+class ConstrainedDecoding(BaseModel):
+    """Whether a run's replies were held to their recipe's layout (`decoding.constrained`), and why.
+
+    Resolved once per run before its first request and kept in state.json, so a resumed run sends
+    exactly the requests (and cache keys) the first invocation did; summary.json and the report show it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: Literal["auto", "on", "off"]
+    applied: bool
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the summary table and the report."""
+        state = "constrained to the reply layout" if self.applied else "free"
+        return f"{state} (decoding.constrained: {self.setting}; {self.reason})"
 
 
 class MachineTask(BaseModel):

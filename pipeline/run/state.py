@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from pipeline.run.schemas import TeacherIdentity
+from pipeline.run.schemas import ConstrainedDecoding, TeacherIdentity
 
 STATE_VERSION = 1
 
@@ -25,6 +25,8 @@ class RunState(BaseModel):
     rng_state: list[Any] = Field(default_factory=list)
     fingerprints: dict[str, Any] = Field(default_factory=dict)
     teacher: TeacherIdentity | None = None
+    # decoding.constrained as it resolved for this run (None: not resolved yet, or a run from before)
+    constrained: ConstrainedDecoding | None = None
     rounds: list[dict[str, Any]] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -26,7 +26,7 @@ from pydantic import (
     model_serializer,
 )
 
-from pipeline.run.schemas import TeacherIdentity
+from pipeline.run.schemas import ConstrainedDecoding, TeacherIdentity
 from pipeline.run.state import RunState
 
 Counts = dict[str, NonNegativeInt]
@@ -150,6 +150,8 @@ class RunSummary(_Strict):
     totals: Totals
     kept_total: NonNegativeInt
     updated_at: float
+    # Which decoding ran (None for a run from before `decoding.constrained`).
+    constrained_decoding: ConstrainedDecoding | None = None
 
     @field_validator("teacher", mode="before")
     @classmethod
@@ -177,4 +179,5 @@ class RunSummary(_Strict):
             totals=Totals.of(rows),
             kept_total=state.kept_total,
             updated_at=time.time(),
+            constrained_decoding=state.constrained,
         )

@@ -27,6 +27,10 @@ class TeacherError(UserError):
     """The teacher could not answer (after bounded retries); what finished before is kept."""
 
 
+class StructuredOutputsRejected(TeacherError):
+    """The server refused a request because of its structured-output field (it does not know it)."""
+
+
 class DecodingParams(BaseModel):
     """How to decode, the same for every backend: what a config sets per kind of request."""
 
@@ -40,12 +44,51 @@ class DecodingParams(BaseModel):
     frequency_penalty: float = 0.0
 
 
+class Structured(BaseModel):
+    """Decoding held to a layout: a regular expression, a grammar (xgrammar's EBNF), or a list of whole
+    replies to choose from.
+
+    vLLM's structured outputs (`StructuredOutputsParams` in-process, the `structured_outputs` field of
+    a server request). Being part of `SamplingParams`, it is part of a request's cache key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    regex: str | None = None
+    grammar: str | None = None
+    choice: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Structured:
+        if sum(v is not None for v in (self.regex, self.grammar, self.choice)) != 1:
+            raise ValueError("structured decoding needs exactly one of `regex`, `grammar` or `choice`")
+        if self.choice is not None and not self.choice:
+            raise ValueError("`choice` needs at least one reply")
+        return self
+
+    def as_vllm(self) -> dict[str, Any]:
+        """The fields of vLLM's `StructuredOutputsParams` (and of a server's `structured_outputs`)."""
+        out = self.model_dump(exclude_none=True)
+        if "choice" in out:
+            out["choice"] = list(out["choice"])
+        return out
+
+
 class SamplingParams(DecodingParams):
-    """Decoding plus what varies per request: `n`, a `seed` (reproducible sampling), a JSON schema."""
+    """Decoding plus what varies per request: `n`, a `seed` (reproducible sampling), a JSON schema,
+    and `structured`, a layout the reply is held to (left out of the dump when unset, so that the
+    cache keys of unconstrained requests stay what they were)."""
 
     n: int = Field(1, ge=1)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
+    structured: Structured | None = Field(None, exclude_if=lambda value: value is None)
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingParams:
+        if self.json_schema is not None and self.structured is not None:
+            raise ValueError("a request takes a JSON schema or a structured layout, not both")
+        return self
 
 
 class Request(BaseModel):
@@ -112,8 +155,19 @@ class RequestQueue:
         return list(enumerate(self._requests[start:], start=start))
 
 
+PROBE_PROMPT = "Name a colour."
+PROBE_REPLY = "structured outputs 7"
+"""The test request of `Teacher.probe_structured`: the only reply its layout allows."""
+
+
 class Teacher(ABC):
-    """A model that answers batches of requests. Use `generate`; subclasses implement `stream`."""
+    """A model that answers batches of requests. Use `generate`; subclasses implement `stream`.
+
+    `structured_outputs` says whether requests may carry a `Structured` layout: True (the backend
+    honours it), False (it cannot), None (not known until a server answers one).
+    """
+
+    structured_outputs: bool | None = None
 
     awaits_delivery: bool = False
     """True for backends that run an event loop and await what `deliver` returns (never blocking in it)."""
@@ -180,6 +234,29 @@ class Teacher(ABC):
         """Answer the requests `queue.take()` hands out, calling `deliver` with finished completions
         as soon as they exist; take again after each delivery (it may have added requests) and
         return only when nothing is left to take and everything taken was delivered."""
+
+    def probe_structured(self, *, chat: bool) -> str | None:
+        """None if this teacher holds a reply to a requested layout, else why not.
+
+        Asks one small request (never cached) that only a server honouring vLLM's structured outputs
+        answers as asked: the reply must be exactly the one allowed choice, which the prompt does not
+        suggest. A server that refuses the field says so (`StructuredOutputsRejected`).
+        """
+        if self.structured_outputs is not None:
+            return None if self.structured_outputs else "the backend does not support structured outputs"
+        params = SamplingParams(temperature=0.0, max_tokens=16, structured=Structured(choice=(PROBE_REPLY,)))
+        request = (
+            Request(messages=[{"role": "user", "content": PROBE_PROMPT}], params=params)
+            if chat
+            else Request(prompt=PROBE_PROMPT, params=params)
+        )
+        try:
+            text = self.generate([request])[0].texts[0]
+        except StructuredOutputsRejected as exc:
+            return f"the teacher refused it ({exc})"
+        if text == PROBE_REPLY:
+            return None
+        return f"the teacher ignored it (asked for exactly {PROBE_REPLY!r}, it answered {text[:80]!r})"
 
     def close(self) -> None:  # noqa: B027 - optional hook: most teachers hold nothing to release
         """Release the engine or connections; the teacher is unusable afterwards."""

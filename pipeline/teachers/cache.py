@@ -193,6 +193,11 @@ class CachedTeacher(Teacher):
         super().__init__(teacher.identity, teacher.usage)
         self.inner = teacher
         self.cache = CompletionCache(cache_dir)
+        self.structured_outputs = teacher.structured_outputs
+
+    def probe_structured(self, *, chat: bool) -> str | None:
+        """Asked of the teacher itself: a capability test is not an answer to keep."""
+        return self.inner.probe_structured(chat=chat)
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         misses = RequestQueue()  # what the inner teacher is asked, in the order it was found missing

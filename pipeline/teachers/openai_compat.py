@@ -32,6 +32,7 @@ from pipeline.teachers.base import (
     Request,
     RequestQueue,
     SamplingParams,
+    StructuredOutputsRejected,
     Teacher,
     TeacherError,
 )
@@ -55,6 +56,9 @@ BACKEND = "openai"
 PLACEHOLDER_KEY = "EMPTY"
 SLOT_WAIT_S = 0.5
 """Longest wait for a free slot before looking again (a stop or a bench ending is noticed by then)."""
+STRUCTURED_FIELD = "structured_outputs"  # vLLM's OpenAI server reads the layout from this body field
+# How servers word "no such field" (as opposed to a known field with a bad value, which stays an error).
+UNKNOWN_FIELD_MARKERS = ("unrecognized", "unknown", "extra", "not permitted", "unexpected", "not allowed")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ def request_kwargs(request: Request, api_model: str, max_tokens: int) -> dict[st
             kwargs["response_format"] = response_format
         else:
             kwargs["extra_body"] = {"response_format": response_format}
+    if params.structured is not None:
+        kwargs.setdefault("extra_body", {})[STRUCTURED_FIELD] = params.structured.as_vllm()
     if request.is_chat:
         kwargs["messages"] = request.messages
     else:
@@ -224,6 +230,10 @@ class OpenAITeacher(Teacher):
             if isinstance(outcome, Completion):
                 return outcome
             where = f"{replica.url} ({describe(outcome.error)})"
+            if request.params.structured is not None and rejects_structured(outcome.error):
+                raise StructuredOutputsRejected(
+                    f"the teacher does not accept `{STRUCTURED_FIELD}`: {where}"
+                ) from outcome.error
             if outcome.action == "fatal":
                 raise TeacherError(
                     f"teacher request failed and cannot be retried: {where}"
@@ -344,6 +354,18 @@ def tls_context() -> ssl.SSLContext:
     except ImportError:
         cafile = os.environ.get("SSL_CERT_FILE")
     return ssl.create_default_context(cafile=cafile)
+
+
+def rejects_structured(exc: BaseException) -> bool:
+    """A 4xx refusal that names the structured-output field: a server that does not know it (OpenAI
+    answers "Unrecognized request argument supplied: structured_outputs", pydantic servers "Extra
+    inputs are not permitted" with the field in `loc`)."""
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
+        return False
+    text = f"{exc.message} {exc.body}".lower()
+    return STRUCTURED_FIELD in text and any(m in text for m in UNKNOWN_FIELD_MARKERS)
 
 
 def describe(exc: BaseException) -> str:

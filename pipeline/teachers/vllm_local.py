@@ -85,7 +85,11 @@ def to_vllm_params(params: SamplingParams) -> Any:
     from vllm import SamplingParams as VLLMSamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    structured = StructuredOutputsParams(json=params.json_schema) if params.json_schema is not None else None
+    structured = None
+    if params.json_schema is not None:
+        structured = StructuredOutputsParams(json=params.json_schema)
+    elif params.structured is not None:
+        structured = StructuredOutputsParams(**params.structured.as_vllm())
     return VLLMSamplingParams(
         n=params.n,
         temperature=params.temperature,
@@ -101,6 +105,8 @@ def to_vllm_params(params: SamplingParams) -> Any:
 
 class VLLMTeacher(Teacher):
     """In-process vLLM. The engine loads on first use, so a run answered wholly from cache never loads it."""
+
+    structured_outputs = True
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class Alpaca(Recipe):
                     cfg.prompt_style,
                     cfg.decoding.alpaca,
                     request_seed(cfg.seed, self.round_no, "alpaca", i),
+                    **self.held(self.ctx.formats.alpaca),
                 ),
                 partial(self._tasks, i),
             )

@@ -47,6 +47,7 @@ class SelfInstruct(Recipe):
                     cfg.prompt_style,
                     cfg.decoding.instructions,
                     request_seed(cfg.seed, self.round_no, "instructions", i),
+                    **self.held(self.ctx.formats.instructions),
                 ),
                 partial(self._instructions, i),
             )
@@ -77,6 +78,7 @@ class SelfInstruct(Recipe):
             cfg.prompt_style,
             cfg.decoding.classify,
             request_seed(cfg.seed, self.round_no, "classify", cand.key),
+            **self.held(self.ctx.formats.classify),
         )
         return Ask(request, partial(self._labelled, cand))
 
@@ -94,6 +96,7 @@ class SelfInstruct(Recipe):
             request_seed(cfg.seed, self.round_no, "instances", cand.key),
             max_tokens=cfg.decoding.instances_clf_max_tokens if clf else cfg.decoding.instances.max_tokens,
             stop=[*cfg.decoding.instances.stop, f"Example {cfg.filters.max_instances + 1}"],
+            **self.held(self.ctx.formats.instances(clf)),
         )
         return [Ask(request, partial(self._instances, cand))]
 

@@ -1,0 +1,465 @@
+"""`decoding.constrained` in whole runs against real HTTP teachers (the `openai` backend).
+
+The teacher is a small real HTTP server speaking the OpenAI completions/chat API in three manners: one
+that honours vLLM's `structured_outputs` field (its replies are built in the requested layout, and it
+checks each one against the grammar it was sent, with xgrammar, before answering), one that refuses the
+field as OpenAI does (HTTP 400 "Unrecognized request argument supplied: structured_outputs"), and one
+that silently ignores it (free replies, some outside the layout). It counts every request per API key,
+so a test can prove that a resumed constrained run never asks anything twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+from click.testing import CliRunner
+from crashing_cli import CRASH_EXIT_CODE
+
+from pipeline.cli import main
+from pipeline.core.errors import UserError
+from pipeline.generate.config import GenerateConfig
+from pipeline.generate.formats import AlpacaList, Instances, InstructionList
+from pipeline.generate.prompts import CLASSIFY_SUFFIX
+from pipeline.generate.protocol import run_generation
+from pipeline.run.rundir import RunDir
+from pipeline.run.schemas import Instance, SeedTask
+from pipeline.teachers.base import PROBE_PROMPT, Request, SamplingParams, Structured
+from pipeline.teachers.config import TeacherConfig
+from pipeline.teachers.openai_compat import rejects_structured, request_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+REFUSAL = "Unrecognized request argument supplied: structured_outputs"
+
+VERBS = ["Describe", "Explain", "Compare", "Suggest", "Outline", "Rank", "Plan", "Summarize", "Predict"]
+NOUNS = ["bridges", "markets", "recipes", "forests", "festivals", "engines", "gardens", "museums", "harbors"]
+NOUNS += ["libraries", "vaccines", "satellites", "railways", "deserts", "glaciers", "bakeries", "volcanoes"]
+ADJS = ["ancient", "urban", "coastal", "digital", "seasonal", "rural", "arctic", "tropical", "lunar"]
+
+
+def instruction(rng: random.Random) -> str:
+    return (
+        f"{rng.choice(VERBS)} {rng.randint(2, 9)} {rng.choice(ADJS)} {rng.choice(NOUNS)} near "
+        f"{rng.choice(NOUNS)} for a {rng.choice(ADJS)} town"
+    )
+
+
+@functools.cache
+def compiled_grammar(grammar: str):
+    import xgrammar as xgr
+
+    return xgr.GrammarCompiler(xgr.TokenizerInfo([]), cache_enabled=False).compile_grammar(grammar)
+
+
+def grammar_admits(grammar: str, text: str, whole: bool) -> bool:
+    """What vLLM's engine would allow: `text` is in the grammar (or a prefix of it, for a cut reply)."""
+    import xgrammar as xgr
+
+    matcher = xgr.GrammarMatcher(compiled_grammar(grammar), terminate_without_stop_token=True)
+    return bool(matcher.accept_string(text)) and (not whole or bool(matcher.is_terminated()))
+
+
+def layout_reply(text: str, rng: random.Random, chat: bool) -> tuple[str, str]:
+    """A reply in the layout the recipe asks for (what an engine held to the grammar writes)."""
+    if text.endswith(CLASSIFY_SUFFIX):
+        task = text[: -len(CLASSIFY_SUFFIX)].rsplit("Task:", 1)[1]
+        yes = "Rank" in task or "Compare" in task
+        return ("Yes" if yes else "No") if chat else (" Yes" if yes else " No"), "stop"
+    if "List of 20 tasks" in text:
+        first = int(text.rsplit("###\n", 1)[1].split(".", 1)[0])
+        fmt = AlpacaList(first, 19, ("\n20", "20."), chat)
+        items = [
+            (
+                instruction(rng),
+                rng.choice(["<noinput>", f"Some {rng.choice(NOUNS)} facts."]),
+                f"About {rng.choice(NOUNS)}.",
+            )
+            for _ in range(rng.randint(1, 4))
+        ]
+        reply = fmt.render(items, closed=rng.random() < 0.5)
+    elif text.endswith("\n") and "Task:" in text:
+        clf = "Class label:" in text
+        fmt = Instances(clf, 5, ("Task:", "Example 6"))
+        pairs = [
+            (
+                f"Topic: {rng.choice(ADJS)} {rng.choice(NOUNS)}",
+                f"{rng.choice(['Alpha', 'Beta', 'Gamma'])} {k}",
+            )
+            for k in range(rng.randint(1, 3))
+        ]
+        reply = fmt.render(pairs)
+    else:
+        number = int(text.rstrip().rsplit("\n", 1)[1].rstrip("."))
+        fmt = InstructionList(number, 15, ("\n\n", "\n16", "16.", "16 ."), chat)
+        reply = fmt.render([instruction(rng) for _ in range(rng.randint(1, 5))])
+    if rng.random() < 0.15:
+        return reply[: rng.randint(len(reply) // 2, len(reply) - 1)], "length"
+    return reply, "stop"
+
+
+def free_reply(text: str, rng: random.Random, chat: bool) -> tuple[str, str]:
+    """A reply from a teacher decoding freely: mostly the layout, sometimes not (a preamble, a blank output)."""
+    if text == PROBE_PROMPT:
+        return "Blue.", "stop"  # what a model asked to name a colour says when nothing holds it
+    reply, finish = layout_reply(text, rng, chat)
+    if text.endswith(CLASSIFY_SUFFIX) or finish == "length":
+        return reply, finish
+    if "List of 20 tasks" in text or not (text.endswith("\n") and "Task:" in text):
+        return "Sure! Here are some more:" + reply, finish
+    return "Output:\n\nI am not sure.", finish
+
+
+class LayoutTeacher(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, manner: str):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.manner = manner  # honour | refuse | ignore
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.structured: Counter[str] = Counter()
+        self.bad_replies: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def calls_for(self, key: str) -> Counter[str]:
+        return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LayoutTeacher
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        chat = self.path.endswith("/chat/completions")
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        auth = self.headers.get("Authorization", "")
+        layout = body.get("structured_outputs")
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self.server.lock:
+            self.server.calls[(auth, digest)] += 1
+            self.server.structured[auth] += layout is not None
+        if layout is not None and self.server.manner == "refuse":
+            self._send(400, {"error": {"message": REFUSAL, "type": "invalid_request_error", "param": None}})
+            return
+        rng = random.Random(f"{body.get('seed')}|{text}")
+        if layout is not None and self.server.manner == "honour" and text == PROBE_PROMPT:
+            reply, finish = layout["choice"][0], "stop"  # the capability probe, answered as asked
+        elif layout is not None and self.server.manner == "honour":
+            reply, finish = layout_reply(text, rng, chat)
+            if "choice" in layout:
+                admitted = reply in layout["choice"]
+            else:
+                admitted = grammar_admits(layout["grammar"], reply, whole=finish == "stop")
+            if not admitted:
+                with self.server.lock:
+                    self.server.bad_replies.append(reply)
+        else:
+            reply, finish = free_reply(text, rng, chat)
+        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
+        self._send(
+            200,
+            {
+                "id": "x",
+                "object": "x",
+                "created": 0,
+                "model": body["model"],
+                "choices": [choice],
+                "usage": usage,
+            },
+        )
+
+
+@pytest.fixture()
+def teacher():
+    servers: list[LayoutTeacher] = []
+
+    def start(manner: str) -> LayoutTeacher:
+        server = LayoutTeacher(manner)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def seeds_file(tmp_path) -> Path:
+    texts = [
+        "Write a thank-you note to a neighbour who watered my plants.",
+        "Classify the animal as a mammal, bird, reptile or fish.",
+        "Give three tips for staying focused while studying at home.",
+        "Convert the temperature from Fahrenheit to Celsius.",
+        "Tell me whether the sentence is written in the past or present tense.",
+        "Suggest a name for a small bookshop by the river.",
+        "Explain why leaves change colour in the autumn.",
+        "Summarize the paragraph in one sentence for a busy reader.",
+        "Rank the planets from the smallest to the largest.",
+        "Turn the list of steps into a short paragraph.",
+    ]
+    path = tmp_path / "seeds.jsonl"
+    rows = [
+        SeedTask(
+            id=f"seed_{k}",
+            name=f"seed_{k}",
+            instruction=text,
+            instances=[Instance(input="" if k % 2 else f"example input {k}", output=f"example output {k}")],
+            is_classification=text.startswith(("Classify", "Tell me whether", "Rank")),
+        )
+        for k, text in enumerate(texts)
+    ]
+    path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    return path
+
+
+def config_for(server: LayoutTeacher, seeds: Path, **changes: object) -> GenerateConfig:
+    data: dict = {
+        "seeds": str(seeds),
+        "batch_size": 4,
+        "rounds": 2,
+        "teacher": TeacherConfig(
+            backend="openai",
+            model="fake-teacher",
+            base_urls=[server.url],
+            api_key_env="SI_FAKE_KEY",
+            concurrency=2,
+            retry_base_s=0.0,
+        ),
+    }
+    data.update(changes)
+    return GenerateConfig(**data)
+
+
+def reasons(run_dir: Path) -> Counter[str]:
+    return Counter(code for r in RunDir(run_dir).read_rejections() for code in r.reasons)
+
+
+@pytest.mark.parametrize(
+    ("method", "style"),
+    [("self-instruct", "completion"), ("self-instruct", "chat"), ("alpaca", "completion")],
+)
+def test_a_server_that_honours_the_field_runs_constrained(
+    teacher, seeds_file, tmp_path, monkeypatch, method, style
+):
+    pytest.importorskip("xgrammar")
+    server = teacher("honour")
+    monkeypatch.setenv("SI_FAKE_KEY", "h")
+    warned: list[str] = []
+    outcome = run_generation(
+        config_for(server, seeds_file, method=method, prompt_style=style),
+        tmp_path / "run",
+        on_warning=warned.append,
+    )
+    assert server.bad_replies == []  # every layout reply fits the grammar the run sent
+    assert warned == []
+    assert outcome.summary.constrained_decoding.applied is True
+    assert outcome.summary.constrained_decoding.setting == "auto"
+    calls = sum(server.calls_for("h").values())
+    assert server.structured["Bearer h"] == calls > 0  # every request carried its layout
+    assert outcome.summary.kept_total > 0
+    parse_codes = {c for c in reasons(tmp_path / "run") if c.startswith("parse_")}
+    assert parse_codes <= {"parse_malformed_item"}  # only alpaca replies cut by the length limit
+    for rej in RunDir(tmp_path / "run").read_rejections():
+        if "parse_malformed_item" in rej.reasons:
+            assert "truncated" in rej.reasons
+
+
+def test_a_server_that_refuses_the_field_falls_back_once(teacher, seeds_file, tmp_path, monkeypatch):
+    server = teacher("refuse")
+    monkeypatch.setenv("SI_FAKE_KEY", "r")
+    warned: list[str] = []
+    config = config_for(server, seeds_file)
+    outcome = run_generation(config, tmp_path / "run", on_warning=warned.append)
+    assert len(warned) == 1 and "refused" in warned[0] and REFUSAL in warned[0]
+    status = outcome.summary.constrained_decoding
+    assert status.applied is False and REFUSAL in status.reason
+    assert outcome.rounds_run == 2 and outcome.summary.kept_total > 0
+    # Only the capability probe carried the field (and was refused); every request of the run was free.
+    refused = server.structured["Bearer r"]
+    assert refused == 1
+    state = RunDir(tmp_path / "run").read_state()
+    assert state.constrained.applied is False
+    # A rerun remembers the decision: no more refused requests, no more warnings, nothing asked twice.
+    warned.clear()
+    run_generation(config.model_copy(update={"rounds": 1}), tmp_path / "run", on_warning=warned.append)
+    assert warned == [] and server.structured["Bearer r"] == refused
+    assert max(server.calls_for("r").values()) == 1
+    # The report says which decoding ran, and why.
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--quiet", "--verbs", "simple"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "free (decoding.constrained: auto; the teacher refused it" in html.unescape(page)
+
+
+def test_on_fails_clearly_when_the_server_refuses(teacher, seeds_file, tmp_path, monkeypatch):
+    server = teacher("refuse")
+    monkeypatch.setenv("SI_FAKE_KEY", "o")
+    config = config_for(server, seeds_file)
+    config = config.model_copy(update={"decoding": config.decoding.model_copy(update={"constrained": "on"})})
+    with pytest.raises(UserError, match="decoding.constrained is 'on' but the teacher refused it"):
+        run_generation(config, tmp_path / "run")
+
+
+def test_a_server_that_ignores_the_field_is_caught(teacher, seeds_file, tmp_path, monkeypatch):
+    server = teacher("ignore")
+    monkeypatch.setenv("SI_FAKE_KEY", "i")
+    warned: list[str] = []
+    outcome = run_generation(config_for(server, seeds_file), tmp_path / "run", on_warning=warned.append)
+    assert len(warned) == 1 and "ignored" in warned[0]
+    assert outcome.summary.constrained_decoding.applied is False
+    assert server.structured["Bearer i"] == 1  # the probe; then free requests
+    assert reasons(tmp_path / "run")["parse_preamble"] == 0  # completion style: the preamble is an item
+    off = config_for(server, seeds_file)
+    off = off.model_copy(update={"decoding": off.decoding.model_copy(update={"constrained": "off"})})
+    with pytest.raises(UserError, match=r"decoding.constrained: 'auto' -> 'off'"):
+        run_generation(off, tmp_path / "run")
+
+
+def test_off_never_constrains(teacher, seeds_file, tmp_path, monkeypatch):
+    server = teacher("honour")
+    monkeypatch.setenv("SI_FAKE_KEY", "f")
+    config = config_for(server, seeds_file, rounds=1)
+    config = config.model_copy(update={"decoding": config.decoding.model_copy(update={"constrained": "off"})})
+    outcome = run_generation(config, tmp_path / "run")
+    assert server.structured["Bearer f"] == 0 and sum(server.calls_for("f").values()) > 0
+    assert outcome.summary.constrained_decoding.model_dump() == {
+        "setting": "off",
+        "applied": False,
+        "reason": "decoding.constrained is off",
+    }
+
+
+# -- a constrained run killed and resumed (a real `selfinstruct generate` process) -----------------------
+def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None):
+    env = {**os.environ, "SI_FAKE_KEY": key}
+    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
+    cmd = [
+        sys.executable,
+        "-m",
+        *entry,
+        "generate",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+    ]
+    return subprocess.run(
+        [*cmd, "--quiet", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("crash", "method"),
+    [("mid_teacher@2", "self-instruct"), ("after_append@2", "self-instruct"), ("mid_teacher@1", "alpaca")],
+)
+def test_kill_and_resume_a_constrained_run(teacher, seeds_file, tmp_path, crash, method):
+    pytest.importorskip("xgrammar")
+    server = teacher("honour")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": method,
+                "seeds": str(seeds_file),
+                "batch_size": 4,
+                "rounds": 3,
+                "teacher": {
+                    "backend": "openai",
+                    "model": "fake-teacher",
+                    "base_urls": [server.url],
+                    "api_key_env": "SI_FAKE_KEY",
+                    "concurrency": 1,
+                    "retry_base_s": 0.0,
+                },
+            }
+        )
+    )
+    base = cli(config, tmp_path / "baseline", "base", "--constrained", "on")
+    assert base.returncode == 0, base.stderr
+    killed = cli(config, tmp_path / "killed", "killed", "--constrained", "on", crash=crash)
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr
+    done = RunDir(tmp_path / "killed").read_state()
+    left = 3 - (done.rounds_done if done else 0)
+    resumed = cli(config, tmp_path / "killed", "killed", "--constrained", "on", "--rounds", str(left))
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = RunDir(tmp_path / "baseline"), RunDir(tmp_path / "killed")
+    assert [t.instruction for t in got.read_tasks()] == [t.instruction for t in expected.read_tasks()]
+    assert got.read_state().constrained == expected.read_state().constrained
+    assert got.read_state().constrained.model_dump() == {
+        "setting": "on",
+        "applied": True,
+        "reason": "the server honoured a structured-outputs test request",
+    }
+    calls = server.calls_for("killed")
+    assert max(calls.values()) == 1, "a resumed constrained run repeated a teacher call"
+    assert set(calls) == set(server.calls_for("base"))
+    assert server.structured["Bearer killed"] == sum(calls.values())
+    assert (
+        yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())["decoding"]["constrained"] == "on"
+    )
+    assert server.bad_replies == []
+
+
+# -- the request body and the refusal, on their own ------------------------------------------------------
+def test_the_layout_goes_in_the_structured_outputs_field():
+    params = SamplingParams(seed=1, structured=Structured(grammar='root ::= "a"\n'))
+    completion = request_kwargs(Request(prompt="x", params=params), "m", 8)
+    assert completion["extra_body"] == {"structured_outputs": {"grammar": 'root ::= "a"\n'}}
+    chat = request_kwargs(Request(messages=[{"role": "user", "content": "x"}], params=params), "m", 8)
+    assert chat["extra_body"]["structured_outputs"] == {"grammar": 'root ::= "a"\n'}
+    assert "extra_body" not in request_kwargs(Request(prompt="x", params=SamplingParams()), "m", 8)
+
+
+def _status_error(status: int, body: dict) -> openai.APIStatusError:
+    import httpx
+
+    response = httpx.Response(status, json=body, request=httpx.Request("POST", "http://x/v1/completions"))
+    return openai.APIStatusError(body["error"]["message"], response=response, body=body)
+
+
+def test_only_a_refusal_of_the_field_counts_as_unsupported():
+    assert rejects_structured(_status_error(400, {"error": {"message": REFUSAL}}))
+    pydantic_style = {
+        "error": {"message": "1 validation error: structured_outputs: Extra inputs are not permitted"}
+    }
+    assert rejects_structured(_status_error(400, pydantic_style))
+    # vLLM knows the field but cannot use this grammar: an error to fix, not a reason to decode freely.
+    assert not rejects_structured(
+        _status_error(400, {"error": {"message": "Invalid grammar specification."}})
+    )
+    assert not rejects_structured(_status_error(500, {"error": {"message": REFUSAL}}))
