@@ -298,3 +298,17 @@ def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
         judge.close()
         teacher.shutdown()
         teacher.server_close()
+
+
+def test_judge_prints_plain_progress_lines_when_stdout_is_not_a_terminal(hostile, monkeypatch):
+    """In a log (CliRunner's stdout is no terminal) the judge prints lines, not a live bar."""
+    server, run, config = hostile
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    result = CliRunner().invoke(main, ["judge", str(run), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("judge: ")]
+    total = len(HOSTILE)
+    assert lines[0].startswith(f"judge: tasks 0/{total} · 0 from cache · ")
+    assert lines[-1].startswith(f"judge: tasks {total}/{total} · ")
+    assert all(" tok/s · elapsed " in line and " · eta " in line for line in lines)
+    assert "judge ━" not in result.output  # no progress bar drawn into the log

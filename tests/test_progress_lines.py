@@ -108,3 +108,25 @@ def test_training_prints_plain_lines_when_stdout_is_not_a_terminal(monkeypatch):
     assert [s.split()[2] for s in steps] == ["0/4", "1/4", "2/4", "3/4", "4/4", "4/4"]
     assert steps[-1].startswith("train: step 4/4 · loss 0.5000") and steps[-1].endswith("eta 0s")
     assert callback.evals == [(2, 1.25)]
+
+
+def test_a_tqdm_class_for_libraries_prints_lines_not_a_bar():
+    """What evaluate hands vLLM (`use_tqdm`) in a log: lines with counts, elapsed and ETA, no bar."""
+    from pipeline.core.lines import line_tqdm
+
+    out = io.StringIO()
+    bar = line_tqdm("evaluate: ", out, interval_s=3600)(total=40, desc="Processed prompts")
+    bar.postfix = "est. speed input: 10.00 toks/s, output: 5.00 toks/s"
+    for _ in range(40):
+        bar.update(1)
+    bar.close()
+    bar.close()  # closing twice (tqdm's own __del__ does) prints nothing more
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # the start and the end: the interval is an hour
+    assert re.fullmatch(r"evaluate: processed prompts 0/40 · elapsed 0s · eta \?", lines[0])
+    assert re.fullmatch(
+        r"evaluate: processed prompts 40/40 · est\. speed input: 10\.00 toks/s, output: 5\.00 toks/s"
+        r" · elapsed \d+s · eta 0s",
+        lines[1],
+    )
+    assert "\r" not in out.getvalue()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from pipeline.core.console import console
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import write_json_atomic
+from pipeline.core.lines import line_tqdm
 from pipeline.core.model import resolve_model
 from pipeline.teachers.engine import Machine, choose_dtype
 from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, shutdown_engine
@@ -43,10 +45,19 @@ def read_adapter_meta(adapter: Path) -> dict[str, Any]:
     return meta
 
 
+def progress_for(quiet: bool) -> bool | type:
+    """vLLM's `use_tqdm`: nothing with --quiet, its bar in a terminal, plain lines in a log."""
+    if quiet:
+        return False
+    if sys.stdout.isatty():
+        return True
+    return line_tqdm("evaluate: ", sys.stdout)
+
+
 def _generate(
     llm: Any, prompts: list[str], params: Any, lora: Any, quiet: bool
 ) -> list[tuple[str, str, int]]:
-    outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=not quiet)
+    outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=progress_for(quiet))
     return [(o.outputs[0].text, o.outputs[0].finish_reason, len(o.outputs[0].token_ids)) for o in outputs]
 
 

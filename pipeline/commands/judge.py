@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
 from pipeline.core.console import console, make_progress
+from pipeline.core.lines import LinePrinter, duration
 
 if TYPE_CHECKING:
     from pipeline.judge.config import JudgeConfig
@@ -59,6 +62,40 @@ class _Display:
     def advance(self, count: int) -> None:
         if self.task is not None:
             self.progress.advance(self.task, count)
+
+
+class _Lines:
+    """Plain progress lines when stdout is not a terminal (a log, CI): one at least every 30 s, and one
+    when judging ends: tasks done / total, cache hits, tokens/s, elapsed, ETA."""
+
+    def __init__(self, usage: Usage, stream: TextIO, interval_s: float = 30.0):
+        self.usage = usage
+        self.lines = LinePrinter(stream, interval_s, prefix="judge: ")
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+
+    def step(self, label: str, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+        self.lines.emit(self.status())
+        self.lines.start_heartbeat(self.status)
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        self.lines.maybe(self.status)
+
+    def close(self) -> None:
+        self.lines.stop_heartbeat()
+        if self.total:
+            self.lines.emit(self.status())
+
+    def status(self) -> str:
+        elapsed = time.monotonic() - self.started
+        eta = duration(elapsed / self.done * (self.total - self.done)) if self.done else "?"
+        return (
+            f"tasks {self.done}/{self.total} · {self.usage.cache_hits} from cache · "
+            f"{self.usage.tokens_per_s:,.0f} tok/s · elapsed {duration(elapsed)} · eta {eta}"
+        )
 
 
 @click.command()
@@ -122,8 +159,15 @@ def judge(
     Run.open(run_dir)  # a clear error for a path that is not a run, before any model loads
     teacher = make_teacher(config.teacher)
     try:
-        with make_progress(quiet=quiet, extra=(_UsageColumn(teacher.usage),)) as progress:
-            outcome = judge_run(run_dir, config, teacher=teacher, progress=_Display(progress))
+        if not quiet and not sys.stdout.isatty():
+            lines = _Lines(teacher.usage, sys.stderr if as_json else sys.stdout)
+            try:
+                outcome = judge_run(run_dir, config, teacher=teacher, progress=lines)
+            finally:
+                lines.close()
+        else:
+            with make_progress(quiet=quiet, extra=(_UsageColumn(teacher.usage),)) as progress:
+                outcome = judge_run(run_dir, config, teacher=teacher, progress=_Display(progress))
     finally:
         teacher.close()
     figures = judgment_figures(Run.open(run_dir).committed_tasks(), read_judgments(run_dir))

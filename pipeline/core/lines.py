@@ -76,3 +76,45 @@ class LinePrinter:
             self._stop.set()
             self._thread.join()
             self._thread = None
+
+
+def line_tqdm(prefix: str, stream: TextIO, interval_s: float = 30.0) -> type:
+    """A `tqdm` class that draws no bar but prints plain lines: one when it starts, one at least every
+    `interval_s` seconds, and one when it closes (`desc n/total · postfix · elapsed · eta`).
+
+    For libraries that take a tqdm class for their progress (vLLM's `use_tqdm`) when the output is a
+    log: a bar drawn into a file is a stream of carriage returns, not lines.
+    """
+    import io
+
+    from tqdm import tqdm
+
+    class LineTqdm(tqdm):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["file"] = io.StringIO()  # the bar itself is drawn nowhere
+            super().__init__(*args, **kwargs)
+            self._lines = LinePrinter(stream, interval_s, prefix=prefix)
+            self._lines.emit(self._status())
+            self._lines.start_heartbeat(self._status)
+
+        def _status(self) -> str:
+            elapsed = self.format_dict["elapsed"]
+            total = self.total or 0
+            eta = duration(elapsed / self.n * (total - self.n)) if self.n and total else "?"
+            what = (self.desc or "done").rstrip(": ").lower()
+            postfix = f" · {self.postfix}" if self.postfix else ""
+            return f"{what} {self.n}/{total}{postfix} · elapsed {duration(elapsed)} · eta {eta}"
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            self._lines.maybe(self._status)
+            return shown
+
+        def close(self) -> None:
+            lines = getattr(self, "_lines", None)
+            if lines is not None and not self.disable:
+                lines.stop_heartbeat()
+                lines.emit(self._status())
+            super().close()
+
+    return LineTqdm

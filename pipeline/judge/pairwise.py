@@ -10,11 +10,13 @@ usable verdict; the others are reported as unjudged with the reason.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.console import make_progress
+from pipeline.core.lines import line_tqdm
 from pipeline.judge.calls import ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import Preference, Unusable, read_preference
@@ -63,9 +65,16 @@ def compare(
                 pairwise_request(template, row["instruction"], row["input"], first, second, config)
             )
     start = teacher.usage.copy()
-    with make_progress(quiet=quiet) as progress:
-        bar = progress.add_task("judge (both orders)", total=len(requests))
-        replies = ask_each(teacher, requests, lambda k: progress.advance(bar, k))
+    if not quiet and not sys.stdout.isatty():  # a log: plain lines, not a bar
+        lines = line_tqdm("evaluate: ", sys.stdout)(total=len(requests), desc="judge (both orders)")
+        try:
+            replies = ask_each(teacher, requests, lines.update)
+        finally:
+            lines.close()
+    else:
+        with make_progress(quiet=quiet) as progress:
+            bar = progress.add_task("judge (both orders)", total=len(requests))
+            replies = ask_each(teacher, requests, lambda k: progress.advance(bar, k))
 
     task_points: list[float] = []
     outcomes: Counter[str] = Counter()
