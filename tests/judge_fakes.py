@@ -15,6 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from openai_fakes import completion, error, send_json
+
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.rundir import RunDir
 from pipeline.run.schemas import Instance, MachineTask, TeacherIdentity
@@ -78,31 +80,11 @@ class FakeJudge:
                     fake.received.append(body)
                 status, text = fake.answer(body)
                 if status == 200:
-                    payload = {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                    }
+                    payload = completion(body, True, "", text, "stop")
+                    payload["usage"] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
                 else:
-                    payload = {"error": {"message": text, "type": "server_error", "code": status}}
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                except OSError:
+                    payload = error(text, "server_error", code=status)
+                if not send_json(self, status, payload):
                     return  # the client went away (a killed judge)
                 if status == 200:
                     with fake.lock:

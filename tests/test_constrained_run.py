@@ -11,16 +11,14 @@ so a test can prove that a resumed constrained run never asks anything twice.
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
-import json
 import os
 import random
 import subprocess
 import sys
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import openai
@@ -28,6 +26,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from crashing_cli import CRASH_EXIT_CODE
+from openai_fakes import FakeServer, completion, error, read_request, send_json
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
@@ -122,23 +121,12 @@ def free_reply(text: str, rng: random.Random, chat: bool) -> tuple[str, str]:
     return "Output:\n\nI am not sure.", finish
 
 
-class LayoutTeacher(ThreadingHTTPServer):
-    daemon_threads = True
-
+class LayoutTeacher(FakeServer):
     def __init__(self, manner: str):
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.manner = manner  # honour | refuse | ignore
-        self.calls: Counter[tuple[str, str]] = Counter()
         self.structured: Counter[str] = Counter()
         self.bad_replies: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def calls_for(self, key: str) -> Counter[str]:
-        return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,26 +135,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        chat = self.path.endswith("/chat/completions")
-        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        body, chat, text, digest = read_request(self)
         auth = self.headers.get("Authorization", "")
         layout = body.get("structured_outputs")
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self.server.lock:
             self.server.calls[(auth, digest)] += 1
             self.server.structured[auth] += layout is not None
         if layout is not None and self.server.manner == "refuse":
-            self._send(400, {"error": {"message": REFUSAL, "type": "invalid_request_error", "param": None}})
+            send_json(self, 400, error(REFUSAL, param=None))
             return
         rng = random.Random(f"{body.get('seed')}|{text}")
         if layout is not None and self.server.manner == "honour" and text == PROBE_PROMPT:
@@ -182,23 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.server.bad_replies.append(reply)
         else:
             reply, finish = free_reply(text, rng, chat)
-        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
-        self._send(
-            200,
-            {
-                "id": "x",
-                "object": "x",
-                "created": 0,
-                "model": body["model"],
-                "choices": [choice],
-                "usage": usage,
-            },
-        )
+        send_json(self, 200, completion(body, chat, text, reply, finish))
 
 
 @pytest.fixture()

@@ -12,7 +12,6 @@ its cache, parsing, filters, dedup, rounds, run directory and CLI.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -25,12 +24,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
 from crashing_cli import CRASH_EXIT_CODE
+from openai_fakes import FakeServer, completion, error, read_request, send_json
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import iter_jsonl
@@ -257,14 +257,10 @@ def fake_reply(text: str, seed: object, chat: bool, mode: str) -> tuple[str, str
     return reply, finish
 
 
-class FakeTeacher(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeTeacher(FakeServer):
     def __init__(self, mode: str = "good"):
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.mode = mode
-        self.calls: Counter[tuple[str, str]] = Counter()
-        self.lock = threading.Lock()
         # Out-of-order answers: each reply waits 0-40 ms (drawn from the request), so replies overtake.
         self.shuffle = False
         # A straggler: the very first request is answered only once a classification request arrived
@@ -275,13 +271,6 @@ class FakeTeacher(ThreadingHTTPServer):
         self.arrivals = 0
         self.answer_order: list[int] = []  # arrival numbers, in the order the replies were sent
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def calls_for(self, key: str) -> Counter[str]:
-        return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
-
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeTeacher
@@ -289,22 +278,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]})
+        send_json(self, 200, {"object": "list", "data": [{"id": "fake-teacher", "object": "model"}]})
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        chat = self.path.endswith("/chat/completions")
-        text = body["messages"][-1]["content"] if chat else body["prompt"]
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        body, chat, text, digest = read_request(self)
         with self.server.lock:
             self.server.calls[(self.headers.get("Authorization", ""), digest)] += 1
             arrival = self.server.arrivals
@@ -318,31 +296,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             reply, finish = fake_reply(text, body.get("seed"), chat, self.server.mode)
         except MalformedPrompt as err:
-            self._send(
-                400, {"error": {"message": f"malformed prompt: {err}", "type": "invalid_request_error"}}
-            )
+            send_json(self, 400, error(f"malformed prompt: {err}"))
             return
-        usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(reply.split()) + 1}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
-            obj = "text_completion"
         with self.server.lock:
             self.server.answer_order.append(arrival)
-        self._send(
-            200,
-            {
-                "id": "x",
-                "object": obj,
-                "created": 0,
-                "model": body["model"],
-                "choices": [choice],
-                "usage": usage,
-            },
-        )
+        send_json(self, 200, completion(body, chat, text, reply, finish))
 
 
 @contextlib.contextmanager

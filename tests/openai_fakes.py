@@ -1,0 +1,80 @@
+"""The wire format the tests' fake OpenAI-compatible servers speak: one definition for all of them.
+
+Each fake (`test_rounds.FakeTeacher`, `test_constrained_run.LayoutTeacher`, `judge_fakes.FakeJudge`)
+decides what to answer; these helpers read its request and write the answer as the `openai` client
+expects it (completions or chat, usage counted in words).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def read_request(handler: BaseHTTPRequestHandler) -> tuple[dict[str, Any], bool, str, str]:
+    """(body, chat?, the prompt or the last message, a digest of the whole body)."""
+    body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+    chat = handler.path.endswith("/chat/completions")
+    text = body["messages"][-1]["content"] if chat else body["prompt"]
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return body, chat, text, digest
+
+
+def completion(body: dict[str, Any], chat: bool, prompt: str, reply: str, finish: str) -> dict[str, Any]:
+    """A completions or chat.completions response with one choice; tokens counted as words."""
+    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(reply.split()) + 1}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}
+    else:
+        choice = {"index": 0, "text": reply, "finish_reason": finish, "logprobs": None}
+    return {
+        "id": "x",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
+def error(message: str, kind: str = "invalid_request_error", **extra: Any) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, **extra}}
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> bool:
+    """Write the response; False when the client has gone away (a killed run)."""
+    data = json.dumps(payload).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.wfile.flush()
+    except OSError:
+        return False
+    return True
+
+
+class FakeServer(ThreadingHTTPServer):
+    """A fake teacher on 127.0.0.1 that counts each request body per API key (`calls`)."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.calls: Counter[tuple[str, str]] = Counter()  # (Authorization header, body digest)
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def calls_for(self, key: str) -> Counter[str]:
+        """How often each distinct request body came with API key `key`."""
+        return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
