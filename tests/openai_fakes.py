@@ -78,3 +78,18 @@ class FakeServer(ThreadingHTTPServer):
     def calls_for(self, key: str) -> Counter[str]:
         """How often each distinct request body came with API key `key`."""
         return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
+
+
+def run_settings(url: str, *, concurrency: int = 1, **changes: Any) -> dict[str, Any]:
+    """A small generate config (4 prompts, 2 rounds) against a fake teacher keyed by $SI_FAKE_KEY."""
+    from pipeline.teachers.config import TeacherConfig
+
+    teacher = TeacherConfig(
+        backend="openai",
+        model="fake-teacher",
+        base_urls=[url],
+        api_key_env="SI_FAKE_KEY",
+        concurrency=concurrency,
+        retry_base_s=0.0,
+    )
+    return {"batch_size": 4, "rounds": 2, "teacher": teacher, **changes}

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from crashing_cli import CRASH_EXIT_CODE
-from openai_fakes import FakeServer, completion, error, read_request, send_json
+from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
@@ -37,7 +37,6 @@ from pipeline.generate.protocol import run_generation
 from pipeline.run.rundir import RunDir
 from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers.base import PROBE_PROMPT, Request, SamplingParams, Structured
-from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.openai_compat import rejects_structured, request_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,21 +207,7 @@ def seeds_file(tmp_path) -> Path:
 
 
 def config_for(server: LayoutTeacher, seeds: Path, **changes: object) -> GenerateConfig:
-    data: dict = {
-        "seeds": str(seeds),
-        "batch_size": 4,
-        "rounds": 2,
-        "teacher": TeacherConfig(
-            backend="openai",
-            model="fake-teacher",
-            base_urls=[server.url],
-            api_key_env="SI_FAKE_KEY",
-            concurrency=2,
-            retry_base_s=0.0,
-        ),
-    }
-    data.update(changes)
-    return GenerateConfig(**data)
+    return GenerateConfig(**run_settings(server.url, concurrency=2, seeds=str(seeds), **changes))
 
 
 def reasons(run_dir: Path) -> Counter[str]:

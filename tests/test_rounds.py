@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 from crashing_cli import CRASH_EXIT_CODE
-from openai_fakes import FakeServer, completion, error, read_request, send_json
+from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import iter_jsonl
@@ -43,7 +43,6 @@ from pipeline.quality.rouge import rouge_l
 from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES, RunDir
 from pipeline.run.schemas import Instance, SeedTask
-from pipeline.teachers.config import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -356,22 +355,8 @@ def seeds_file(tmp_path) -> Path:
 
 def make_config(server: FakeTeacher, seeds: Path, **changes: object) -> GenerateConfig:
     # The fake knows the recipes' free replies only (constrained runs: tests/test_constrained_run.py).
-    data = {
-        "seeds": str(seeds),
-        "decoding": {"constrained": "off"},
-        "batch_size": 4,
-        "rounds": 2,
-        "teacher": TeacherConfig(
-            backend="openai",
-            model="fake-teacher",
-            base_urls=[server.url],
-            api_key_env="SI_FAKE_KEY",
-            concurrency=1,
-            retry_base_s=0.0,
-        ),
-    }
-    data.update(changes)
-    return GenerateConfig(**data)
+    settings = {"seeds": str(seeds), "decoding": {"constrained": "off"}, **changes}
+    return GenerateConfig(**run_settings(server.url, **settings))
 
 
 def check_run(run_dir: Path, seeds: list[str]) -> dict:
