@@ -40,6 +40,8 @@ def test_summary_and_progress_show_requests_and_concurrency_per_replica(tmp_path
         "teacher.retry_base_s": 0.01,
         "teacher.retry_max_s": 0.05,
         "teacher.max_retries": 10,
+        # The simulated replica answers free text only; the accounting below counts the run's requests.
+        "decoding.constrained": "off",
     }
     config = load_config(REPO / "configs" / "default.yaml", GenerateConfig, overrides)
     recorder = Recorder()
