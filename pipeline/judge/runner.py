@@ -14,15 +14,13 @@ Judgments are appended batch by batch, every request goes through the run's judg
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.core.errors import UserError
+from pipeline.core.locks import exclusive_lock
 from pipeline.judge.calls import ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
@@ -71,20 +69,9 @@ def judge_cache_dir(run_dir: str | Path) -> Path:
 @contextlib.contextmanager
 def judge_lock(run_dir: str | Path) -> Iterator[None]:
     """One judge at a time per run (two would append the same verdicts twice); freed when the process dies."""
-    path = Path(run_dir) / LOCK_FILE
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{run_dir}: another judge is running on this run directory") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+    busy = f"{run_dir}: another judge is running on this run directory"
+    with exclusive_lock(Path(run_dir) / LOCK_FILE, busy):
         yield
-    finally:
-        handle.close()
 
 
 def needs_judging(

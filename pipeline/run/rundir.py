@@ -10,18 +10,16 @@ summary.json (`RunSummary`) is replaced after each commit.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import UserError
 from pipeline.core.jsonio import iter_jsonl, repair_tail, write_json_atomic, write_text_atomic
+from pipeline.core.locks import exclusive_lock
 from pipeline.run.reader import Run
 from pipeline.run.state import RunState
 from pipeline.run.summary import RunSummary
@@ -55,21 +53,9 @@ class RunDir(Run):
         The kernel releases it when the process dies, so a killed run never leaves a stale lock.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = self.lock_path.open("a+")
-        try:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(
-                    f"{self.path}: another `selfinstruct generate` is running on this run directory"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+        busy = f"{self.path}: another `selfinstruct generate` is running on this run directory"
+        with exclusive_lock(self.lock_path, busy):
             yield
-        finally:
-            handle.close()
 
     def repair(self) -> dict[str, int]:
         """Cut torn last lines (a kill mid-append) off the JSONL files; bytes removed per file."""
