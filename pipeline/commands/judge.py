@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -14,7 +13,7 @@ from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
 from pipeline.core.console import console, make_progress
-from pipeline.core.lines import LinePrinter, duration
+from pipeline.core.lines import line_tqdm
 
 if TYPE_CHECKING:
     from pipeline.judge.config import JudgeConfig
@@ -68,34 +67,22 @@ class _Lines:
     """Plain progress lines when stdout is not a terminal (a log, CI): one at least every 30 s, and one
     when judging ends: tasks done / total, cache hits, tokens/s, elapsed, ETA."""
 
-    def __init__(self, usage: Usage, stream: TextIO, interval_s: float = 30.0):
-        self.usage = usage
-        self.lines = LinePrinter(stream, interval_s, prefix="judge: ")
-        self.total = 0
-        self.done = 0
-        self.started = time.monotonic()
+    def __init__(self, usage: Usage, stream: TextIO):
+        def extra() -> str:
+            return f"{usage.cache_hits} from cache · {usage.tokens_per_s:,.0f} tok/s"
+
+        self.bar_class = line_tqdm("judge: ", stream, extra=extra)
+        self.bar: Any = None
 
     def step(self, label: str, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
-        self.lines.emit(self.status())
-        self.lines.start_heartbeat(self.status)
+        self.bar = self.bar_class(total=total, desc="tasks")
 
     def advance(self, count: int) -> None:
-        self.done += count
-        self.lines.maybe(self.status)
+        self.bar.update(count)
 
     def close(self) -> None:
-        self.lines.stop_heartbeat()
-        if self.total:
-            self.lines.emit(self.status())
-
-    def status(self) -> str:
-        elapsed = time.monotonic() - self.started
-        eta = duration(elapsed / self.done * (self.total - self.done)) if self.done else "?"
-        return (
-            f"tasks {self.done}/{self.total} · {self.usage.cache_hits} from cache · "
-            f"{self.usage.tokens_per_s:,.0f} tok/s · elapsed {duration(elapsed)} · eta {eta}"
-        )
+        if self.bar is not None:
+            self.bar.close()
 
 
 @click.command()

@@ -78,9 +78,12 @@ class LinePrinter:
             self._thread = None
 
 
-def line_tqdm(prefix: str, stream: TextIO, interval_s: float = 30.0) -> type:
+def line_tqdm(
+    prefix: str, stream: TextIO, interval_s: float = 30.0, extra: Callable[[], str] | None = None
+) -> type:
     """A `tqdm` class that draws no bar but prints plain lines: one when it starts, one at least every
-    `interval_s` seconds, and one when it closes (`desc n/total · postfix · elapsed · eta`).
+    `interval_s` seconds, and one when it closes (`desc n/total · postfix · elapsed · eta`, with
+    `extra()`, read at each line, in place of the postfix when given).
 
     For libraries that take a tqdm class for their progress (vLLM's `use_tqdm`) when the output is a
     log: a bar drawn into a file is a stream of carriage returns, not lines.
@@ -102,7 +105,8 @@ def line_tqdm(prefix: str, stream: TextIO, interval_s: float = 30.0) -> type:
             total = self.total or 0
             eta = duration(elapsed / self.n * (total - self.n)) if self.n and total else "?"
             what = (self.desc or "done").rstrip(": ").lower()
-            postfix = f" · {self.postfix}" if self.postfix else ""
+            postfix = extra() if extra is not None else self.postfix
+            postfix = f" · {postfix}" if postfix else ""
             return f"{what} {self.n}/{total}{postfix} · elapsed {duration(elapsed)} · eta {eta}"
 
         def update(self, n: float | None = 1) -> bool | None:
