@@ -248,15 +248,13 @@ def _context(
     templates: Templates,
     committed: list[MachineTask],
     teacher: Teacher,
+    constrained: bool,
 ) -> RunContext:
     """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG,
-    and whether replies are held to their formats (decided once and kept in state.json)."""
+    and whether replies are held to their formats."""
     index = RougeIndex(config.dedup)
     index.add_many([s.instruction for s in seeds])
     index.add_many([t.instruction for t in committed])
-    state.constrained = resolve_constrained(
-        config.decoding.constrained, teacher, chat=config.prompt_style == "chat", saved=state.constrained
-    )
     return RunContext(
         config,
         seeds,
@@ -265,7 +263,7 @@ def _context(
         list(committed),
         rng_from_json(state.rng_state),
         teacher.identity,
-        constrained=state.constrained.applied,
+        constrained=constrained,
     )
 
 
@@ -303,12 +301,18 @@ def run_generation(
             outcome.resumed_round = state.rounds_done + 1
         with capture_warnings(PipelineWarning) as caught:
             try:
-                decided = state.constrained
-                ctx = _context(config, state, seeds, templates, committed, teacher)
-                if state.constrained != decided:
+                decided = resolve_constrained(
+                    config.decoding.constrained,
+                    teacher,
+                    chat=config.prompt_style == "chat",
+                    saved=state.constrained,
+                )
+                if decided != state.constrained:
                     # Kept before the first request, so a run killed in its first round resumes
                     # with the same decision (and cache keys) without asking the teacher again.
+                    state.constrained = decided
                     run.write_state(state)
+                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied)
                 progress.run_started(state, config, teacher.usage)
                 outcome.stopped, outcome.rounds_run = _loop(
                     ctx,
