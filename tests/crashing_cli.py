@@ -9,6 +9,7 @@ machine_tasks.jsonl first, as a kill in the middle of the append would.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline.generate.protocol import CRASH_POINTS
 
 CRASH_EXIT_CODE = 137
 TORN_APPEND = "torn_append"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def crash_hook(spec: str, run_dir: Path):
@@ -34,6 +36,26 @@ def crash_hook(spec: str, run_dir: Path):
         os._exit(CRASH_EXIT_CODE)
 
     return hook
+
+
+def generate_cli(
+    config: Path,
+    run_dir: Path,
+    key: str,
+    *args: str,
+    crash: str | None = None,
+    popen: bool = False,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`selfinstruct generate --quiet` in a process of its own against a fake teacher keyed by
+    $SI_FAKE_KEY=`key`; with `crash`, through this module so the process ends at that point."""
+    env = {**os.environ, "SI_FAKE_KEY": key}
+    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
+    cmd = [sys.executable, "-m", *entry, "generate", "--config", str(config), "--run-dir", str(run_dir)]
+    cmd += ["--quiet", *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 if __name__ == "__main__":

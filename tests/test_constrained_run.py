@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import functools
 import html
-import os
 import random
-import subprocess
-import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
@@ -25,7 +22,7 @@ import openai
 import pytest
 import yaml
 from click.testing import CliRunner
-from crashing_cli import CRASH_EXIT_CODE
+from crashing_cli import CRASH_EXIT_CODE, generate_cli
 from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
 
 from pipeline.cli import main
@@ -310,24 +307,6 @@ def test_off_never_constrains(teacher, seeds_file, tmp_path, monkeypatch):
 
 
 # -- a constrained run killed and resumed (a real `selfinstruct generate` process) -----------------------
-def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None):
-    env = {**os.environ, "SI_FAKE_KEY": key}
-    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
-    cmd = [
-        sys.executable,
-        "-m",
-        *entry,
-        "generate",
-        "--config",
-        str(config),
-        "--run-dir",
-        str(run_dir),
-    ]
-    return subprocess.run(
-        [*cmd, "--quiet", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("crash", "method"),
@@ -355,13 +334,15 @@ def test_kill_and_resume_a_constrained_run(teacher, seeds_file, tmp_path, crash,
             }
         )
     )
-    base = cli(config, tmp_path / "baseline", "base", "--constrained", "on")
+    base = generate_cli(config, tmp_path / "baseline", "base", "--constrained", "on")
     assert base.returncode == 0, base.stderr
-    killed = cli(config, tmp_path / "killed", "killed", "--constrained", "on", crash=crash)
+    killed = generate_cli(config, tmp_path / "killed", "killed", "--constrained", "on", crash=crash)
     assert killed.returncode == CRASH_EXIT_CODE, killed.stderr
     done = RunDir(tmp_path / "killed").read_state()
     left = 3 - (done.rounds_done if done else 0)
-    resumed = cli(config, tmp_path / "killed", "killed", "--constrained", "on", "--rounds", str(left))
+    resumed = generate_cli(
+        config, tmp_path / "killed", "killed", "--constrained", "on", "--rounds", str(left)
+    )
     assert resumed.returncode == 0, resumed.stderr
     expected, got = RunDir(tmp_path / "baseline"), RunDir(tmp_path / "killed")
     assert [t.instruction for t in got.read_tasks()] == [t.instruction for t in expected.read_tasks()]

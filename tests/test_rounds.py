@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from crashing_cli import CRASH_EXIT_CODE
+from crashing_cli import CRASH_EXIT_CODE, generate_cli
 from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
 
 from pipeline.core.errors import UserError
@@ -722,33 +722,12 @@ def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str =
     return path
 
 
-def cli(config: Path, run_dir: Path, key: str, *args: str, crash: str | None = None, popen: bool = False):
-    env = {**os.environ, "SI_FAKE_KEY": key}
-    # A crash point is armed by a tests-only entry point that injects the hook, then runs the real CLI.
-    entry = ["tests.crashing_cli", crash] if crash else ["pipeline.cli"]
-    cmd = [
-        sys.executable,
-        "-m",
-        *entry,
-        "generate",
-        "--config",
-        str(config),
-        "--run-dir",
-        str(run_dir),
-        "--quiet",
-        *args,
-    ]
-    if popen:
-        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
-
-
 def finish(config: Path, run_dir: Path, key: str, rounds: int = 3) -> None:
     """Rerun the same command until the run has `rounds` committed rounds (as a user would)."""
     state = RunDir(run_dir).read_state()
     done = state.rounds_done if state else 0
     if done < rounds:
-        proc = cli(config, run_dir, key, "--rounds", str(rounds - done))
+        proc = generate_cli(config, run_dir, key, "--rounds", str(rounds - done))
         assert proc.returncode == 0, proc.stderr
 
 
@@ -756,7 +735,7 @@ def finish(config: Path, run_dir: Path, key: str, rounds: int = 3) -> None:
 def baseline(teacher_server, seeds_file, tmp_path):
     def make(method: str = "self-instruct") -> tuple[Path, dict]:
         config = write_cli_config(tmp_path / f"{method}.yaml", teacher_server, seeds_file, method)
-        proc = cli(config, tmp_path / f"baseline-{method}", f"base-{method}")
+        proc = generate_cli(config, tmp_path / f"baseline-{method}", f"base-{method}")
         assert proc.returncode == 0, proc.stderr
         return config, check_run(tmp_path / f"baseline-{method}", SEED_TEXTS)
 
@@ -783,7 +762,7 @@ def test_kill_at_a_named_point_then_resume(crash, method, baseline, teacher_serv
     config, expected = baseline(method)
     run_dir = tmp_path / "killed"
     key = f"killed-{crash}-{method}"
-    proc = cli(config, run_dir, key, crash=crash)
+    proc = generate_cli(config, run_dir, key, crash=crash)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
     if crash.startswith("torn_append"):
         assert not (run_dir / "machine_tasks.jsonl").read_bytes().endswith(b"\n")
@@ -812,12 +791,12 @@ def test_kill_at_a_named_point_then_resume(crash, method, baseline, teacher_serv
 def test_uncommitted_records_that_a_forced_rerun_does_not_reproduce_are_dropped(baseline, tmp_path):
     config, _ = baseline("self-instruct")
     run_dir = tmp_path / "forced"
-    proc = cli(config, run_dir, "forced", crash="after_append@2")
+    proc = generate_cli(config, run_dir, "forced", crash="after_append@2")
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
     before = [r["candidate"]["key"] for r in read_jsonl(run_dir / "rejected.jsonl") if r["round"] == 2]
-    proc = cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7")
+    proc = generate_cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7")
     assert proc.returncode == 2 and "seed: 42 -> 7" in proc.stderr
-    proc = cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7", "--force")
+    proc = generate_cli(config, run_dir, "forced", "--rounds", "2", "--seed", "7", "--force")
     assert proc.returncode == 0, proc.stderr
     got = check_run(run_dir, SEED_TEXTS)  # per-round accounting would catch any stale record
     assert got["state"].rounds_done == 3
@@ -837,7 +816,7 @@ def test_sigkill_at_random_moments(baseline, teacher_server, tmp_path):
         done = state.rounds_done if state else 0
         if done >= 3:
             break
-        proc = cli(config, run_dir, key, "--rounds", str(3 - done), popen=True)
+        proc = generate_cli(config, run_dir, key, "--rounds", str(3 - done), popen=True)
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -855,13 +834,13 @@ def test_sigkill_at_random_moments(baseline, teacher_server, tmp_path):
 def test_cli_refuses_a_changed_config_and_reports_clearly(baseline, tmp_path):
     config, _ = baseline("self-instruct")
     run_dir = tmp_path / "baseline-self-instruct"
-    proc = cli(config, run_dir, "base-self-instruct", "--batch-size", "5", "--method", "alpaca")
+    proc = generate_cli(config, run_dir, "base-self-instruct", "--batch-size", "5", "--method", "alpaca")
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "batch_size: 4 -> 5" in proc.stderr
     assert "method: 'self-instruct' -> 'alpaca'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--until", "3")
+    proc = generate_cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--until", "3")
     assert proc.returncode == 2 and "either --rounds or --until" in proc.stderr
-    proc = cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--json")
+    proc = generate_cli(config, run_dir, "base-self-instruct", "--rounds", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert len(summary["rounds"]) == 4 and summary["kept_total"] >= 1
