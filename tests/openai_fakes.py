@@ -1,4 +1,5 @@
-"""The wire format the tests' fake OpenAI-compatible servers speak: one definition for all of them.
+"""The wire format the tests' fake OpenAI-compatible servers speak (one definition for all of them),
+and the small run they serve (seed texts, a config).
 
 Each fake (`test_rounds.FakeTeacher`, `test_constrained_run.LayoutTeacher`, `judge_fakes.FakeJudge`)
 decides what to answer; these helpers read its request and write the answer as the `openai` client
@@ -12,6 +13,7 @@ import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -93,3 +95,38 @@ def run_settings(url: str, *, concurrency: int = 1, **changes: Any) -> dict[str,
         retry_base_s=0.0,
     )
     return {"batch_size": 4, "rounds": 2, "teacher": teacher, **changes}
+
+
+# -- the small run the fakes serve ----------------------------------------------------------------------
+SEED_TEXTS = [
+    "Write a thank-you note to a neighbour who watered my plants.",
+    "Classify the animal as a mammal, bird, reptile or fish.",
+    "Give three tips for staying focused while studying at home.",
+    "Convert the temperature from Fahrenheit to Celsius.",
+    "Tell me whether the sentence is written in the past or present tense.",
+    "Suggest a name for a small bookshop by the river.",
+    "Explain why leaves change colour in the autumn.",
+    "Summarize the paragraph in one sentence for a busy reader.",
+    "Rank the planets from the smallest to the largest.",
+    "Turn the list of steps into a short paragraph.",
+    "Decide whether the review is positive or negative.",
+    "Plan a simple weekly menu for a vegetarian family.",
+]
+
+
+def write_seeds(path: Path, texts: list[str]) -> Path:
+    """A seed file of `texts`, every other one with an input; classification by the first words."""
+    from pipeline.run.schemas import Instance, SeedTask
+
+    rows = [
+        SeedTask(
+            id=f"seed_{k}",
+            name=f"seed_{k}",
+            instruction=text,
+            instances=[Instance(input="" if k % 2 else f"example input {k}", output=f"example output {k}")],
+            is_classification=text.startswith(("Classify", "Tell me whether", "Decide", "Rank")),
+        )
+        for k, text in enumerate(texts)
+    ]
+    path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    return path

@@ -23,7 +23,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from crashing_cli import CRASH_EXIT_CODE, generate_cli
-from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
+from openai_fakes import (
+    SEED_TEXTS,
+    FakeServer,
+    completion,
+    error,
+    read_request,
+    run_settings,
+    send_json,
+    write_seeds,
+)
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
@@ -32,7 +41,6 @@ from pipeline.generate.formats import AlpacaList, Instances, InstructionList
 from pipeline.generate.prompts import CLASSIFY_SUFFIX
 from pipeline.generate.protocol import run_generation
 from pipeline.run.rundir import RunDir
-from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers.base import PROBE_PROMPT, Request, SamplingParams, Structured
 from pipeline.teachers.openai_compat import rejects_structured, request_kwargs
 
@@ -176,31 +184,7 @@ def teacher():
 
 @pytest.fixture()
 def seeds_file(tmp_path) -> Path:
-    texts = [
-        "Write a thank-you note to a neighbour who watered my plants.",
-        "Classify the animal as a mammal, bird, reptile or fish.",
-        "Give three tips for staying focused while studying at home.",
-        "Convert the temperature from Fahrenheit to Celsius.",
-        "Tell me whether the sentence is written in the past or present tense.",
-        "Suggest a name for a small bookshop by the river.",
-        "Explain why leaves change colour in the autumn.",
-        "Summarize the paragraph in one sentence for a busy reader.",
-        "Rank the planets from the smallest to the largest.",
-        "Turn the list of steps into a short paragraph.",
-    ]
-    path = tmp_path / "seeds.jsonl"
-    rows = [
-        SeedTask(
-            id=f"seed_{k}",
-            name=f"seed_{k}",
-            instruction=text,
-            instances=[Instance(input="" if k % 2 else f"example input {k}", output=f"example output {k}")],
-            is_classification=text.startswith(("Classify", "Tell me whether", "Rank")),
-        )
-        for k, text in enumerate(texts)
-    ]
-    path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
-    return path
+    return write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS[:10])
 
 
 def config_for(server: LayoutTeacher, seeds: Path, **changes: object) -> GenerateConfig:

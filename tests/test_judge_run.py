@@ -228,7 +228,8 @@ def test_grown_run_scores_only_new_tasks_and_another_judge_rescores(tmp_path, mo
 
 
 def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
-    from test_rounds import SEED_TEXTS, FakeTeacher  # the fake generation teacher and its seeds
+    from openai_fakes import SEED_TEXTS
+    from test_rounds import FakeTeacher  # the fake generation teacher
 
     monkeypatch.setenv("SI_FAKE_KEY", "k")
     monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")

@@ -30,7 +30,16 @@ from pathlib import Path
 import pytest
 import yaml
 from crashing_cli import CRASH_EXIT_CODE, generate_cli
-from openai_fakes import FakeServer, completion, error, read_request, run_settings, send_json
+from openai_fakes import (
+    SEED_TEXTS,
+    FakeServer,
+    completion,
+    error,
+    read_request,
+    run_settings,
+    send_json,
+    write_seeds,
+)
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import iter_jsonl
@@ -42,7 +51,6 @@ from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.quality.rouge import rouge_l
 from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES, RunDir
-from pipeline.run.schemas import Instance, SeedTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,37 +328,9 @@ def teacher_server():
         yield server
 
 
-SEED_TEXTS = [
-    "Write a thank-you note to a neighbour who watered my plants.",
-    "Classify the animal as a mammal, bird, reptile or fish.",
-    "Give three tips for staying focused while studying at home.",
-    "Convert the temperature from Fahrenheit to Celsius.",
-    "Tell me whether the sentence is written in the past or present tense.",
-    "Suggest a name for a small bookshop by the river.",
-    "Explain why leaves change colour in the autumn.",
-    "Summarize the paragraph in one sentence for a busy reader.",
-    "Rank the planets from the smallest to the largest.",
-    "Turn the list of steps into a short paragraph.",
-    "Decide whether the review is positive or negative.",
-    "Plan a simple weekly menu for a vegetarian family.",
-]
-
-
 @pytest.fixture()
 def seeds_file(tmp_path) -> Path:
-    path = tmp_path / "seeds.jsonl"
-    rows = [
-        SeedTask(
-            id=f"seed_{k}",
-            name=f"seed_{k}",
-            instruction=text,
-            instances=[Instance(input="" if k % 2 else f"example input {k}", output=f"example output {k}")],
-            is_classification=text.startswith(("Classify", "Tell me whether", "Decide", "Rank")),
-        )
-        for k, text in enumerate(SEED_TEXTS)
-    ]
-    path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
-    return path
+    return write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)
 
 
 def make_config(server: FakeTeacher, seeds: Path, **changes: object) -> GenerateConfig:
