@@ -12,10 +12,10 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from openai_fakes import completion, error, send_json
+from openai_fakes import FakeServer, completion, error, send_json
 
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.rundir import RunDir
@@ -90,18 +90,14 @@ class FakeJudge:
                     with fake.lock:
                         fake.answered.append(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd = FakeServer(Handler).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return self.httpd.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
 
 
 def judge_yaml(path: Path, url: str, *, model: str = "fake-judge", **extra: object) -> Path:

@@ -77,6 +77,15 @@ class FakeServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
+    def start(self) -> FakeServer:
+        """Serve in a daemon thread; returns self."""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
     def calls_for(self, key: str) -> Counter[str]:
         """How often each distinct request body came with API key `key`."""
         return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import html
 import random
-import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -171,15 +170,13 @@ def teacher():
     servers: list[LayoutTeacher] = []
 
     def start(manner: str) -> LayoutTeacher:
-        server = LayoutTeacher(manner)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = LayoutTeacher(manner).start()
         servers.append(server)
         return server
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @pytest.fixture()

@@ -312,14 +312,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serve(mode: str = "good") -> Iterator[FakeTeacher]:
-    server = FakeTeacher(mode)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = FakeTeacher(mode).start()
     try:
         yield server
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @pytest.fixture()

@@ -13,10 +13,11 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from openai_fakes import FakeServer
 
 from pipeline.core.errors import UserError
 from pipeline.teachers import (
@@ -91,18 +92,14 @@ class FakeOpenAI:
                     )
                 fake.respond(self, action, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd = FakeServer(Handler).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return self.httpd.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
 
     def prompts_answered(self) -> Counter:
         return Counter(r["body"].get("prompt") for r in self.received if r["action"] == "ok")
