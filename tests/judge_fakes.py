@@ -15,7 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from openai_fakes import FakeServer, completion, error, send_json
+from openai_fakes import ServedFake, completion, error, send_json
 
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.rundir import RunDir
@@ -57,7 +57,7 @@ def verdict(score: int, valid: bool = True, appropriate: bool = True, correct: b
     )
 
 
-class FakeJudge:
+class FakeJudge(ServedFake):
     """An OpenAI-compatible chat server on 127.0.0.1; `answer(body)` gives (HTTP status, reply text)."""
 
     def __init__(self, answer: Answer, model: str = "fake-judge"):
@@ -90,14 +90,7 @@ class FakeJudge:
                     with fake.lock:
                         fake.answered.append(body)
 
-        self.httpd = FakeServer(Handler).start()
-
-    @property
-    def url(self) -> str:
-        return self.httpd.url
-
-    def close(self) -> None:
-        self.httpd.stop()
+        self.serve(Handler)
 
 
 def judge_yaml(path: Path, url: str, *, model: str = "fake-judge", **extra: object) -> Path:

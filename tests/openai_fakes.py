@@ -91,6 +91,22 @@ class FakeServer(ThreadingHTTPServer):
         return Counter({k: n for (auth, k), n in self.calls.items() if auth == f"Bearer {key}"})
 
 
+class ServedFake:
+    """A fake whose request handler runs on its own `FakeServer` (started by `serve`)."""
+
+    httpd: FakeServer
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = FakeServer(handler).start()
+
+    @property
+    def url(self) -> str:
+        return self.httpd.url
+
+    def close(self) -> None:
+        self.httpd.stop()
+
+
 def run_settings(url: str, *, concurrency: int = 1, **changes: Any) -> dict[str, Any]:
     """A small generate config (4 prompts, 2 rounds) against a fake teacher keyed by $SI_FAKE_KEY."""
     from pipeline.teachers.config import TeacherConfig

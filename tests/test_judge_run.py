@@ -33,7 +33,6 @@ from pipeline.judge.config import JudgeConfig
 from pipeline.judge.prompts import TASK_SCHEMA
 from pipeline.judge.runner import judge_new_tasks, judge_run
 from pipeline.run.judgments import read_judgments
-from pipeline.run.schemas import Instance, SeedTask
 from pipeline.teachers import make_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +227,7 @@ def test_grown_run_scores_only_new_tasks_and_another_judge_rescores(tmp_path, mo
 
 
 def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
-    from openai_fakes import SEED_TEXTS
+    from openai_fakes import SEED_TEXTS, write_seeds
     from test_rounds import FakeTeacher  # the fake generation teacher
 
     monkeypatch.setenv("SI_FAKE_KEY", "k")
@@ -244,20 +243,7 @@ def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
 
     judge = FakeJudge(answer)
     try:
-        seeds = tmp_path / "seeds.jsonl"
-        seeds.write_text(
-            "".join(
-                SeedTask(
-                    id=f"s{k}",
-                    name=f"s{k}",
-                    instruction=text,
-                    instances=[Instance(output=f"o{k}")],
-                    is_classification=False,
-                ).model_dump_json()
-                + "\n"
-                for k, text in enumerate(SEED_TEXTS)
-            )
-        )
+        seeds = write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)
         config = {
             "seeds": str(seeds),
             "batch_size": 4,

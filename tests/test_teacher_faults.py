@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from openai_fakes import FakeServer
+from openai_fakes import ServedFake
 
 from pipeline.core.errors import UserError
 from pipeline.teachers import (
@@ -56,7 +56,7 @@ def context_refusal(style: str, prompt: int, max_tokens: int) -> str:
     raise AssertionError(style)
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServedFake):
     """An OpenAI-compatible server on 127.0.0.1 whose replies follow a script, recording every request.
 
     `by_prompt` fixes the action for given prompts (ahead of the script); `delay_s` is how long each
@@ -92,14 +92,7 @@ class FakeOpenAI:
                     )
                 fake.respond(self, action, body)
 
-        self.httpd = FakeServer(Handler).start()
-
-    @property
-    def url(self) -> str:
-        return self.httpd.url
-
-    def close(self) -> None:
-        self.httpd.stop()
+        self.serve(Handler)
 
     def prompts_answered(self) -> Counter:
         return Counter(r["body"].get("prompt") for r in self.received if r["action"] == "ok")
