@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.teachers.reaper import reap
+from pipeline.teachers.reaper import guard_descendants, reap
 
 
 def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
@@ -57,6 +57,45 @@ def test_children_of_a_sigkilled_parent_are_reaped():
     )
     pids = _run_and_kill(script, 30)
     assert _wait_gone(pids, 15) == []
+
+
+def test_a_normal_exit_reaps_too_and_warns_of_nothing():
+    """The watchdog is nobody's child: the run's exit leaves no "still running" warning, and its
+    children are still ended once it has gone."""
+    script = textwrap.dedent(
+        """
+        import os
+        from pipeline.teachers.reaper import guard_descendants
+        kid = os.posix_spawn("/bin/sleep", ["sleep", "120"], os.environ)
+        watchdog = guard_descendants()
+        print(kid, watchdog, flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-X", "dev", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.getcwd(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still running" not in done.stderr and "ResourceWarning" not in done.stderr
+    kid, watchdog = (int(x) for x in done.stdout.split())
+    assert _wait_gone([kid, watchdog], 15) == []
+
+
+def test_the_watchdog_ends_when_what_it_guards_ends_first():
+    """An engine shut down normally leaves no watchdog polling for the rest of the process's life."""
+    kid = subprocess.Popen(["sleep", "120"])
+    try:
+        watchdog = guard_descendants()
+        assert watchdog is not None
+        assert watchdog not in [p.pid for p in psutil.Process().children(recursive=True)]
+        assert psutil.pid_exists(watchdog)
+    finally:
+        kid.kill()
+        kid.wait()
+    assert _wait_gone([watchdog], 15) == []
 
 
 def test_reap_skips_a_reused_pid():
