@@ -126,7 +126,7 @@ def check_reply(kind: str, fmt, text: str, finish: str) -> None:
         return
     problems = parsed.problems
     if finish == "length":  # the truncation rule: only the last item may be lost
-        assert len(problems) <= 1 and all(TRUNCATED in p.codes for p in problems), (text, problems)
+        assert len(problems) <= 1 and all(p.codes == (TRUNCATED,) for p in problems), (text, problems)
     else:
         assert problems == [], (text, problems)
     items = getattr(parsed, "instructions", None) or getattr(parsed, "instances", None) or parsed.items

@@ -128,7 +128,10 @@ def test_alpaca_reply_well_formed():
 def test_alpaca_cut_off_reply_loses_only_its_last_item():
     parsed = parse_alpaca_reply(ALPACA_REPLY, "length", 3)
     assert len(parsed.items) == 3
-    assert codes(parsed.problems) == [PARSE_MALFORMED_ITEM, TRUNCATED]
+    assert codes(parsed.problems) == [TRUNCATED]  # the length limit's doing, not a format error
+    # A malformed item before the last is the format's fault, cut-off reply or not.
+    broken = ALPACA_REPLY.replace("5. Input:", "5. Inptu:", 1)
+    assert codes(parse_alpaca_reply(broken, "length", 3).problems) == [PARSE_MALFORMED_ITEM, TRUNCATED]
     # A complete-looking last item of a cut-off reply is kept as a candidate, marked truncated.
     parsed = parse_alpaca_reply(ALPACA_REPLY.rsplit("###", 1)[0], "length", 3)
     assert [i.truncated for i in parsed.items] == [False, False, True]

@@ -141,7 +141,8 @@ def parse_alpaca_reply(
         last = index == len(pieces) - 1
         parts = _ALPACA_FIELD.split(piece)
         if len(parts) != 7 or tuple(parts[1::2]) != ALPACA_FIELDS:
-            codes = (PARSE_MALFORMED_ITEM, TRUNCATED) if (last and cut) else (PARSE_MALFORMED_ITEM,)
+            # A cut-off last item is incomplete because of the length limit, not the teacher's format.
+            codes = (TRUNCATED,) if (last and cut) else (PARSE_MALFORMED_ITEM,)
             out.problems.append(ParseProblem(codes, piece.strip()))
             continue
         instruction = _normalize(parts[2])
