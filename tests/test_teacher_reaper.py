@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.teachers.reaper import guard_descendants, reap
+from pipeline.teachers.reaper import reap
 
 
 def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
@@ -85,17 +85,33 @@ def test_a_normal_exit_reaps_too_and_warns_of_nothing():
 
 
 def test_the_watchdog_ends_when_what_it_guards_ends_first():
-    """An engine shut down normally leaves no watchdog polling for the rest of the process's life."""
-    kid = subprocess.Popen(["sleep", "120"])
-    try:
+    """An engine shut down normally leaves no watchdog polling for the rest of the process's life.
+
+    In a process of its own: a watchdog guards every descendant, and pytest may have others."""
+    script = textwrap.dedent(
+        """
+        import subprocess, time, psutil
+        from pipeline.teachers.reaper import guard_descendants
+        kid = subprocess.Popen(["sleep", "120"])
         watchdog = guard_descendants()
-        assert watchdog is not None
-        assert watchdog not in [p.pid for p in psutil.Process().children(recursive=True)]
-        assert psutil.pid_exists(watchdog)
-    finally:
+        children = [p.pid for p in psutil.Process().children(recursive=True)]
+        print(watchdog, int(watchdog in children), flush=True)
         kid.kill()
         kid.wait()
-    assert _wait_gone([watchdog], 15) == []
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        watchdog, is_child = (int(x) for x in proc.stdout.readline().split())
+        assert not is_child
+        assert _wait_gone([watchdog], 15) == []
+        assert proc.poll() is None  # it ended with its target, while the process that started it runs
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_reap_skips_a_reused_pid():
