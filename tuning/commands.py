@@ -15,6 +15,7 @@ import click
 from pipeline.core.console import console
 from pipeline.core.errors import UserError
 from pipeline.core.yamlconfig import load_config
+from pipeline.teachers.flags import TeacherFlags, teacher_flags
 from tuning.config import TrainConfig, default_tasks_path
 from tuning.formats import PROMPT_FORMATS
 
@@ -183,9 +184,7 @@ def train(
 )
 @click.option("--out", type=click.Path(path_type=Path), help="write OUT/eval.json")
 @click.option("--judge", "use_judge", is_flag=True, default=None, help="compare base and student pairwise")
-@click.option("--judge-teacher", type=click.Choice(["vllm", "openai"]), help="the judge's backend")
-@click.option("--judge-model", help="judge model (default: the bundled one; use a strong one)")
-@click.option("--judge-base-url", multiple=True, help="openai judge: server URL(s) ending in /v1")
+@teacher_flags("judge", prefix="judge-")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON on stdout")
 @click.option("--quiet", is_flag=True, help="no progress display")
 def evaluate(
@@ -199,9 +198,7 @@ def evaluate(
     config_path: Path | None,
     out: Path | None,
     use_judge: bool | None,
-    judge_teacher: str | None,
-    judge_model: str | None,
-    judge_base_url: tuple[str, ...],
+    judge_teacher: TeacherFlags,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -218,9 +215,7 @@ def evaluate(
             "evaluate.max_tokens": max_tokens,
             "evaluate.prompt_format": prompt_format,
             "evaluate.judge.enabled": use_judge,
-            "evaluate.judge.teacher.backend": judge_teacher,
-            "evaluate.judge.teacher.model": judge_model,
-            "evaluate.judge.teacher.base_urls": list(judge_base_url) if judge_base_url else None,
+            **judge_teacher.overrides("evaluate.judge.teacher"),
         },
     ).evaluate
     from tuning.evaluate import evaluate as run_evaluate

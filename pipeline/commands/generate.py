@@ -16,6 +16,7 @@ from rich.table import Table
 from pipeline.core.console import console, make_progress
 from pipeline.core.lines import duration
 from pipeline.generate.progress import LineProgress, ProgressListener
+from pipeline.teachers.flags import TeacherFlags, teacher_flags
 
 if TYPE_CHECKING:
     from pipeline.generate.config import GenerateConfig
@@ -47,15 +48,7 @@ if TYPE_CHECKING:
     default=None,
     help="completion: the teacher continues a raw prompt (base models); chat: one user message.",
 )
-@click.option(
-    "--teacher",
-    "backend",
-    type=click.Choice(["vllm", "openai"]),
-    default=None,
-    help="vllm: in-process engine; openai: any OpenAI-compatible server (--base-url).",
-)
-@click.option("--model", default=None, help="Teacher model: a HF folder or name; 'bundled' = SmolLM2-135M.")
-@click.option("--base-url", "base_urls", multiple=True, help="openai backend: server URL(s) ending in /v1.")
+@teacher_flags("teacher")
 @click.option("--seeds", default=None, type=click.Path(dir_okay=False), help="Seed tasks JSONL.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Run this many more rounds.")
 @click.option("--until", type=click.IntRange(min=1), default=None, help="Run until this many kept tasks.")
@@ -97,9 +90,7 @@ def generate(
     run_dir: str,
     method: str | None,
     prompt_style: str | None,
-    backend: str | None,
-    model: str | None,
-    base_urls: tuple[str, ...],
+    teacher: TeacherFlags,
     seeds: str | None,
     rounds: int | None,
     until: int | None,
@@ -131,9 +122,7 @@ def generate(
     overrides: dict[str, Any] = {
         "method": method,
         "prompt_style": prompt_style,
-        "teacher.backend": backend,
-        "teacher.model": model,
-        "teacher.base_urls": list(base_urls) if base_urls else None,
+        **teacher.overrides("teacher"),
         "seeds": seeds,
         "rounds": rounds,
         "until": until,

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from pipeline.core.console import console, make_progress
 from pipeline.core.lines import line_tqdm
+from pipeline.teachers.flags import TeacherFlags, teacher_flags
 
 if TYPE_CHECKING:
     from pipeline.judge.config import JudgeConfig
@@ -94,15 +95,7 @@ class _Lines:
     default=None,
     help="YAML whose `judge:` section applies (default: the run's config.yaml, else the defaults).",
 )
-@click.option(
-    "--teacher",
-    "backend",
-    type=click.Choice(["vllm", "openai"]),
-    default=None,
-    help="vllm: the judge in-process; openai: any OpenAI-compatible server (--base-url).",
-)
-@click.option("--model", default=None, help="Judge model: a HF folder or name; 'bundled' = SmolLM2-135M.")
-@click.option("--base-url", "base_urls", multiple=True, help="openai backend: server URL(s) ending in /v1.")
+@teacher_flags("judge")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tasks per recorded batch.")
 @click.option("--no-cache", is_flag=True, help="Do not use the judge's request cache.")
 @click.option("--quiet", is_flag=True, help="No progress display and no table.")
@@ -110,9 +103,7 @@ class _Lines:
 def judge(
     run_dir: str,
     config_path: str | None,
-    backend: str | None,
-    model: str | None,
-    base_urls: tuple[str, ...],
+    teacher: TeacherFlags,
     batch_size: int | None,
     no_cache: bool,
     quiet: bool,
@@ -133,9 +124,7 @@ def judge(
         run_dir,
         config_path,
         {
-            "teacher.backend": backend,
-            "teacher.model": model,
-            "teacher.base_urls": list(base_urls) if base_urls else None,
+            **teacher.overrides("teacher"),
             "batch_size": batch_size,
             "teacher.cache": False if no_cache else None,
         },
