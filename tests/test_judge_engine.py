@@ -8,7 +8,7 @@ from judge_fakes import make_run, make_task
 
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.runner import judge_run
-from pipeline.run.judgments import read_judgments
+from pipeline.run.judgments import UNFIT_JUDGE_NOTE, judgment_figures, read_judgments
 from pipeline.run.schemas import Instance
 from pipeline.teachers import TeacherConfig
 
@@ -27,6 +27,8 @@ def check_schema_answers(run) -> None:
         # Forced into the schema, the reply is strict JSON with every field in range.
         assert judgment.status == "scored", judgment
         assert judgment.parsed == "json" and 1 <= judgment.score <= 5
+    # The bundled model's verdicts, in-process or served, come with the warning that it cannot judge.
+    assert judgment_figures(TASKS, judgments)["caution"] == UNFIT_JUDGE_NOTE
 
 
 def test_schema_forced_in_process(vllm_teacher, tmp_path):

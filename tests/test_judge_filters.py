@@ -11,7 +11,15 @@ from judge_fakes import make_run, make_task, read_lines
 
 from pipeline.cli import main
 from pipeline.core.errors import UserError
-from pipeline.run.judgments import JudgeFilter, Judgment, append_judgments, read_judgments, task_digest
+from pipeline.core.model import BUNDLED_NAME
+from pipeline.run.judgments import (
+    UNFIT_JUDGE_NOTE,
+    JudgeFilter,
+    Judgment,
+    append_judgments,
+    read_judgments,
+    task_digest,
+)
 from pipeline.run.schemas import Instance, TeacherIdentity
 from tuning.data import load_splits
 
@@ -196,3 +204,25 @@ def test_report_has_the_paper_table_and_the_card_states_the_judge(judged_run):
         and "`fake-judge` via openai" in card
         and "| all three valid | 50.0% (4) | 54% |" in card
     )
+    assert judge["caution"] is None and "Caution" not in card and "Caution" not in section
+
+
+def test_verdicts_of_the_bundled_model_carry_a_caution_everywhere(tmp_path):
+    from pipeline.report.card import render_card
+    from pipeline.report.figures import compute_report, load_run
+    from pipeline.report.html import render_html
+
+    tasks = [make_task(1, k) for k in range(4)]
+    run = make_run(tmp_path / "run", tasks)
+    bundled = TeacherIdentity(backend="vllm", model=BUNDLED_NAME, fingerprint="f")
+    append_judgments(
+        run, [judgment(t, "scored", 5, True, True, True).model_copy(update={"judge": bundled}) for t in tasks]
+    )
+    loaded = load_run(run)
+    seeds_path, seeds = loaded.source.seeds()
+    figures = compute_report(loaded, seeds, seeds_path, sample=0, verb_method="simple")
+    assert figures["judge"]["shares"]["all_valid"] == 1.0 and figures["judge"]["caution"] == UNFIT_JUDGE_NOTE
+    card = render_card(figures)
+    assert f"**Caution:** {UNFIT_JUDGE_NOTE}" in card
+    section = render_html(figures, {}, "").split('<section id="judge">')[1].split("</section>")[0]
+    assert "<b>Caution:</b>" in section and "cannot judge" in section

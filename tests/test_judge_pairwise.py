@@ -9,8 +9,10 @@ import pytest
 from judge_fakes import FakeJudge, prompt_of
 from rich.console import Console
 
+from pipeline.core.model import BUNDLED_NAME
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.pairwise import NO_JUDGE_NOTE, compare
+from pipeline.run.judgments import UNFIT_JUDGE_NOTE
 from pipeline.teachers import TeacherConfig, make_teacher
 from tuning.evaluate import results_table
 
@@ -34,10 +36,10 @@ def answers(body: dict) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def run_compare(answer, n: int = 6) -> tuple[dict, list[dict], FakeJudge]:
+def run_compare(answer, n: int = 6, model: str = "fake-judge") -> tuple[dict, list[dict], FakeJudge]:
     server = FakeJudge(answer)
     config = JudgeConfig(
-        teacher=TeacherConfig(backend="openai", model="fake-judge", base_urls=[server.url], max_retries=0)
+        teacher=TeacherConfig(backend="openai", model=model, base_urls=[server.url], max_retries=0)
     )
     teacher = make_teacher(config.teacher)
     data = rows(n)
@@ -105,3 +107,19 @@ def test_the_table_leads_with_the_win_rate_or_says_what_it_does_not_measure():
     rows_shown = [line for line in judged.splitlines() if line.startswith("│")]
     assert "student win rate" in rows_shown[0] and "50.0% [50.0%, 50.0%]" in rows_shown[0]
     assert "0 / 6 / 0" in judged and NO_JUDGE_NOTE.split(":")[0] not in judged
+    assert summary["caution"] is None and "cannot judge" not in judged
+
+
+def test_a_bundled_judge_comes_with_its_caution():
+    """The bundled 135M model served over HTTP is still the bundled model: its verdicts are flagged."""
+    summary, _, _ = run_compare(
+        lambda body: (200, json.dumps({"reason": "first", "winner": "A"})), model="bundled"
+    )
+    assert summary["judge"]["model"] == BUNDLED_NAME and summary["caution"] == UNFIT_JUDGE_NOTE
+    report = {
+        "n_tasks": 6,
+        "prompt_format": "chat",
+        "models": {"base": {}, "student": {}},
+        "pairwise": summary,
+    }
+    assert " ".join(UNFIT_JUDGE_NOTE.split()) in " ".join(table_text(report).split())

@@ -182,6 +182,8 @@ def print_outcome(outcome: JudgeOutcome, figures: dict[str, Any], run_dir: str) 
             f"{figures['paper'][key]:.0%}",
         )
     console.print(table)
+    if figures["caution"]:
+        console.print(f"[yellow]caution:[/yellow] {figures['caution']}")
     histogram = "  ".join(f"{row['score']}: {row['count']}" for row in figures["histogram"])
     console.print(f"scores  {histogram}")
     left = figures["unscored"] + figures["failed"] + figures["not_judged"]

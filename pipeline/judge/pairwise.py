@@ -22,6 +22,7 @@ from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import Preference, Unusable, read_preference
 from pipeline.judge.prompts import load_template, pairwise_request
 from pipeline.judge.stats import bootstrap_ci
+from pipeline.run.judgments import judge_caution
 from pipeline.teachers.base import Completion, Teacher
 
 ORDERS = ("base_first", "student_first")
@@ -105,6 +106,7 @@ def compare(
     interval = bootstrap_ci(task_points, seed=config.seed)
     return {
         "judge": teacher.identity.model_dump(),
+        "caution": judge_caution([teacher.identity.model]),
         "prompt_version": template.version,
         "tasks": len(rows),
         "judged": len(task_points),
@@ -157,3 +159,4 @@ def add_pairwise_rows(table: Any, report: dict[str, Any]) -> None:
         f"{pairwise['judged']} of {pairwise['tasks']} judged",
         end_section=True,
     )
+    table.caption = pairwise.get("caution")

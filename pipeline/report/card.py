@@ -158,11 +158,10 @@ def judge_section(judge: dict[str, Any] | None) -> str:
     )
     if judge["mean_score"] is not None:
         text += f", mean score {judge['mean_score']:.2f}"
-    text += (
-        ". A judge is a model too: small judges agree poorly with people (see `bench/judge.py`).\n\n"
-        + _table(["question", "yes (this set)", "Self-Instruct paper (hand review)"], rows)
-        + "\n"
-    )
+    text += ". A judge is a model too: small judges agree poorly with people (see `bench/judge.py`).\n\n"
+    if judge["caution"]:
+        text += f"**Caution:** {judge['caution']}\n\n"
+    text += _table(["question", "yes (this set)", "Self-Instruct paper (hand review)"], rows) + "\n"
     return text
 
 

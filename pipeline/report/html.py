@@ -367,7 +367,10 @@ def _judge(fig: dict[str, Any], plot: str | None) -> str:
             f'<div class="detail">judge: {escape(task["reason"])}</div></div>'
         )
     worst = "<h3>Lowest-scored tasks</h3>" + "".join(lowest) if lowest else ""
-    return lead + table + note + _img(plot, "judge score histogram") + worst
+    caution = (
+        f'<div class="note"><b>Caution:</b> {escape(judge["caution"])}</div>' if judge["caution"] else ""
+    )
+    return lead + caution + table + note + _img(plot, "judge score histogram") + worst
 
 
 def _verbs(fig: dict[str, Any], plot: str | None) -> str:

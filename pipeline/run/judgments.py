@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import append_jsonl, load_models
+from pipeline.core.model import BUNDLED_ALIASES
 from pipeline.run.layout import JUDGMENTS_FILE, RunLayout
 from pipeline.run.schemas import MachineTask, TeacherIdentity
 
@@ -157,6 +159,21 @@ def select_tasks(
     return kept, dict(counts)
 
 
+# Measured with `bench/judge.py` (60 labelled tasks, half with a planted defect): the bundled model says
+# yes to every question and scores everything alike, so its verdicts carry no information.
+UNFIT_JUDGE_NOTE = (
+    "The judge is the bundled SmolLM2-135M model, which cannot judge: on the labelled tasks of "
+    "bench/judge.py it answers yes to every question and agrees with the labels no better than chance "
+    "(Cohen's kappa 0). These figures say nothing about the data; judge it with a strong model "
+    "(README: Which judge to use)."
+)
+
+
+def judge_caution(models: Iterable[str]) -> str | None:
+    """A warning to show beside verdicts that came from the bundled model; None for any other judge."""
+    return UNFIT_JUDGE_NOTE if any(model in BUNDLED_ALIASES for model in models) else None
+
+
 # -- figures for the report and the dataset card ---------------------------------------------------
 def judgment_figures(
     tasks: list[MachineTask], judgments: dict[str, Judgment], lowest: int = 5
@@ -201,6 +218,7 @@ def judgment_figures(
             {"backend": b, "model": m, "fingerprint": f, "prompt_version": v, "tasks": c}
             for (b, m, f, v), c in judges.most_common()
         ],
+        "caution": judge_caution(model for _, model, _, _ in judges),
         "lowest": [
             {
                 "id": j.task_id,
