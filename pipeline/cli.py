@@ -7,6 +7,7 @@ happen only inside the commands that need them.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -43,18 +44,45 @@ class LazyGroup(click.Group):
         module = importlib.import_module(module_name)
         return getattr(module, attr)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `--json` anywhere after the subcommand asks for errors as JSON on stdout, too.
+        ctx.meta["selfinstruct.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
+        as_json = bool(ctx.meta.get("selfinstruct.json"))
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.exit_code, as_json, getattr(exc, "problems", None))
+        except OSError as exc:
+            if exc.filename is None:  # not about a path the user gave: a real failure, with its traceback
+                raise
+            # The safety net behind each command's own checks: a path that cannot be read or written.
+            fail(ctx, f"{exc.filename}: {exc.strerror or type(exc).__name__}", 2, as_json)
+        except click.ClickException as exc:
+            if as_json:
+                click.echo(json.dumps({"error": exc.format_message(), "code": exc.exit_code}))
+            raise
         except KeyboardInterrupt:
             click.echo(
                 "\ninterrupted: everything finished so far is saved; rerun the same command to resume",
                 err=True,
             )
             ctx.exit(130)
+
+
+def fail(
+    ctx: click.Context, message: str, code: int, as_json: bool, problems: list[str] | None = None
+) -> None:
+    """Print an error as one `error: ...` message on stderr (and with --json as an object on stdout), exit."""
+    click.echo(f"error: {message}", err=True)
+    if as_json:
+        payload: dict[str, object] = {"error": message, "code": code}
+        if problems:
+            payload["problems"] = problems
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    ctx.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

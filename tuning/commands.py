@@ -112,8 +112,11 @@ def train(
             "merge": merge,
         },
     )
+    from pipeline.core.outputs import check_output_dir
     from pipeline.run.judgments import JudgeFilter
     from tuning.data import load_splits
+
+    check_output_dir(out, "--out")
     from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
@@ -218,7 +221,11 @@ def evaluate(
             **judge_teacher.overrides("evaluate.judge.teacher"),
         },
     ).evaluate
+    from pipeline.core.outputs import check_output_dir
     from tuning.evaluate import evaluate as run_evaluate
+
+    if out is not None:
+        check_output_dir(out, "--out")
     from tuning.evaluate import results_table
 
     report = run_evaluate(config, adapter, data, out, quiet=quiet or as_json)

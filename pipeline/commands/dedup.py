@@ -44,6 +44,26 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
+def check_outputs(input_path: str, against: tuple[str, ...], output: str, rejected: str | None) -> None:
+    """Before any work: each output can be written, and none of them is an input (it would be lost)."""
+    from pipeline.core.errors import UserError
+    from pipeline.core.outputs import check_output_file
+
+    inputs = {
+        Path(p).resolve(): flag for p, flag in [(input_path, "INPUT"), *((a, "--against") for a in against)]
+    }
+    outputs = [(output, "-o")] + ([(rejected, "--rejected")] if rejected is not None else [])
+    for path, flag in outputs:
+        if Path(path).resolve() in inputs:
+            raise UserError(
+                f"{flag} {path} is also the {inputs[Path(path).resolve()]} file; writing it would replace "
+                "the input: give another output path"
+            )
+        check_output_file(path, flag)
+    if rejected is not None and Path(rejected).resolve() == Path(output).resolve():
+        raise UserError(f"--rejected {rejected} is also the -o file: give two different paths")
+
+
 @click.command()
 @click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Kept records (JSONL).")
@@ -104,6 +124,7 @@ def dedup(
     from pipeline.core.jsonio import write_text_atomic
     from pipeline.quality.dedup import DedupConfig, DedupDisabledWarning, RougeIndex
 
+    check_outputs(input_path, against, output, rejected_path)
     started = time.perf_counter()
     records, texts = _read_texts(input_path, field)
     pool: list[str] = []

@@ -111,6 +111,7 @@ def generate(
     (a log, a pipe) it is a plain line at every round end and at least every 30 seconds.
     """
     from pipeline.core.errors import UserError
+    from pipeline.core.outputs import check_output_dir
     from pipeline.core.yamlconfig import load_config
     from pipeline.generate.config import GenerateConfig
     from pipeline.generate.protocol import NO_PROGRESS_STOP
@@ -133,6 +134,7 @@ def generate(
         "decoding.constrained": constrained,
     }
     config = load_config(config_path, GenerateConfig, overrides)
+    check_output_dir(run_dir, "--run-dir")
     if rounds is not None:
         config = config.model_copy(update={"until": None})
 

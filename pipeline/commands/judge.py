@@ -129,10 +129,12 @@ def judge(
             "teacher.cache": False if no_cache else None,
         },
     )
+    from pipeline.core.outputs import check_output_dir
     from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
 
     Run.open(run_dir)  # a clear error for a path that is not a run, before any model loads
+    check_output_dir(run_dir, "RUN_DIR")  # judgments.jsonl and the judge's cache go there
     teacher = make_teacher(config.teacher)
     try:
         if not quiet and not sys.stdout.isatty():

@@ -23,12 +23,15 @@ def write_report(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Compute a run's figures, then write report.html and README.md atomically; return both."""
     from pipeline.core.jsonio import write_text_atomic
+    from pipeline.core.outputs import check_output_dir
     from pipeline.report.card import render_card
     from pipeline.report.figures import compute_report, load_run
     from pipeline.report.html import render_html
     from pipeline.report.plots import make_plots
 
     run = load_run(run_dir)
+    target = Path(out) if out is not None else run.run_dir
+    check_output_dir(target, "--out" if out is not None else "RUN_DIR")
     seeds_path, seed_tasks = run.source.seeds(seeds, flag="--seeds")
     n = len(run.tasks)
     with make_progress(quiet=quiet) as progress:
@@ -46,7 +49,6 @@ def write_report(
         charts_bar = progress.add_task("charts", total=1)
         plots = make_plots(figures)
         progress.advance(charts_bar)
-    target = Path(out) if out is not None else run.run_dir
     paths = {"report": target / "report.html", "card": target / "README.md"}
     write_text_atomic(paths["report"], render_html(figures, plots, run.config_text))
     write_text_atomic(paths["card"], render_card(figures, license_id=license_id))

@@ -151,6 +151,10 @@ def serve(
         replicas, port, workers, cpus=usable_cpus(), gpus=visible_gpus() if machine.cuda else []
     )
     logs = Path(log_path) if log_path else None
+    if logs is not None:
+        from pipeline.core.outputs import check_output_file
+
+        check_output_file(logs, "--log")
     fleet = ReplicaSet(
         options, placements, lambda p: replica_log(logs, cache_root() / "logs", p, replicas), api_key
     )

@@ -8,6 +8,8 @@ command line.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,12 +38,44 @@ def _line_map(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, 
     return lines
 
 
+def _duplicate_keys(node: yaml.Node, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Keys given twice in one mapping (YAML loaders keep the last silently): `line N: key "a.b" ...`."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            line = key_node.start_mark.line + 1
+            first = seen.setdefault(str(key_node.value), line)
+            if first != line:
+                problems.append(f'line {line}, field "{".".join(key)}": given twice (first on line {first})')
+            problems.extend(_duplicate_keys(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems.extend(_duplicate_keys(item, (*prefix, str(index))))
+    return problems
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}, line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """Parse a YAML mapping and its key lines; syntax errors name the line."""
+    """Parse a YAML mapping and its key lines; syntax errors, a key given twice and an empty file name
+    the line (an empty file is a mistake: leaving `--config` out is how to ask for the defaults)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a YAML config file")
+    text = _decode(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -50,10 +84,45 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], i
         where = f", line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}{where}: bad YAML: {exc.problem or exc}") from None
     if data is None:
-        return {}, {}
+        raise UserError(
+            f"{path}, line 1: the config file holds no settings; write some, or leave out --config "
+            "to run with the defaults"
+        )
     if not isinstance(data, dict):
         raise UserError(f"{path}, line 1: expected a mapping of settings, got {type(data).__name__}")
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        raise InputFileError(str(path), duplicates)
     return data, _line_map(node)
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field takes an int or a float (and not a bool), through `X | None`."""
+    args = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else ()
+    )
+    kinds = [a for a in args if a is not type(None)] or [annotation]
+    return bool(kinds) and all(k in (int, float) for k in kinds)
+
+
+def bools_as_numbers(
+    data: Any, model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Paths where `true`/`false` stands for a number: pydantic would take `true` as 1, a YAML slip."""
+    found: list[tuple[str, ...]] = []
+    if not isinstance(data, dict):
+        return found
+    for name, info in model.model_fields.items():
+        if name not in data:
+            continue
+        value, annotation = data[name], info.annotation
+        if isinstance(value, bool) and _numeric(annotation):
+            found.append((*prefix, name))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.extend(bools_as_numbers(value, annotation, (*prefix, name)))
+    return found
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -99,6 +168,13 @@ def _describe(
     return out
 
 
+def _where(path: str | Path | None, problems: list[str]) -> str:
+    """The name an error's header gives: the file, or the command line when every problem came from a flag."""
+    if problems and all(p.startswith("command line") for p in problems):
+        return "command line"
+    return str(path) if path is not None else "configuration"
+
+
 def load_config(path: str | Path | None, model: type[M], overrides: Mapping[str, Any] | None = None) -> M:
     """Build `model` from an optional YAML file plus overrides; all problems are reported at once."""
     data: dict[str, Any] = {}
@@ -106,11 +182,26 @@ def load_config(path: str | Path | None, model: type[M], overrides: Mapping[str,
     if path is not None:
         data, lines = read_yaml(path)
     from_cli = apply_overrides(data, overrides)
+    problems: list[str] = []
+    for loc in bools_as_numbers(data, model):
+        where = f"line {lines[loc]}, " if loc in lines else ""
+        problems.append(
+            f'{where}field "{".".join(loc)}": expected a number, got {str(data_at(data, loc)).lower()}'
+        )
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
-        where = str(path) if path is not None else "configuration"
-        raise InputFileError(where, _describe(exc, lines, from_cli)) from None
+        problems += _describe(exc, lines, from_cli)
+        raise InputFileError(_where(path, problems), problems) from None
+    if problems:
+        raise InputFileError(_where(path, problems), problems)
+    return config
+
+
+def data_at(data: Any, loc: tuple[str, ...]) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
 
 
 def dump_config(config: BaseModel) -> str:

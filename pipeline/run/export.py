@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pipeline.core.errors import InputFileError, UserError
 from pipeline.core.jsonio import read_records, write_json_atomic, write_text_atomic
+from pipeline.core.outputs import check_output_dir, check_output_file
 from pipeline.run.judgments import JudgeFilter, select_tasks
 from pipeline.run.reader import Run
 from pipeline.run.schemas import MachineTask, SeedTask
@@ -76,6 +77,21 @@ def split_by_task(
     return [e for e in examples if e["task_id"] not in held], [e for e in examples if e["task_id"] in held]
 
 
+def check_export_target(out: Path, fmt: str) -> None:
+    """Fail before the work on an `-o` that cannot be written, or whose replacement would lose data:
+    the `hf` export replaces a folder, so only a saved dataset (or an empty folder) may be there."""
+    if fmt != "hf":
+        check_output_file(out, "-o")
+        return
+    check_output_dir(out, "-o")
+    saved = (out / "dataset_dict.json").exists() or (out / "dataset_info.json").exists()
+    if out.is_dir() and any(out.iterdir()) and not saved:
+        raise UserError(
+            f"-o {out}: the folder holds files that are not a saved dataset; the hf export replaces "
+            "the whole folder, so give a new or empty folder"
+        )
+
+
 def export_run(
     run_dir: str | Path,
     fmt: Format,
@@ -94,6 +110,8 @@ def export_run(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not 0.0 <= test_size < 1.0:
         raise UserError(f"--test-size must be in [0, 1), got {test_size}")
+    out = Path(out)
+    check_export_target(out, fmt)
     run = Run.open(run_dir)
     tasks = run.committed_tasks()
     if not tasks:
@@ -106,7 +124,6 @@ def export_run(
             raise UserError(f"{run_dir}: no task passes the judge filter ({keep.describe()}): {why}")
     seeds = run.seeds()[1] if include_seeds else None
     examples = task_examples(tasks, seeds)
-    out = Path(out)
     info: dict[str, Any] = {"format": fmt, "path": str(out), "tasks": len(tasks), "examples": len(examples)}
     if judged is not None and keep is not None:
         info["judge_filter"] = {"rule": keep.describe(), **judged}

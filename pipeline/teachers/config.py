@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPE_ALIASES = {"half": "float16", "float": "float32"}
@@ -87,3 +87,14 @@ class TeacherConfig(BaseModel):
     cache: bool = True
     price_per_1k_prompt_tokens: float | None = Field(None, ge=0.0)
     price_per_1k_completion_tokens: float | None = Field(None, ge=0.0)
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls_need_a_server(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A URL with the in-process backend would be ignored while the engine starts: say so instead.
+        if value and info.data.get("backend") == "vllm":
+            raise ValueError(
+                "base URLs are for the openai backend (a server); the vllm backend runs the model "
+                "in-process: add --teacher openai (backend: openai), or drop the URL"
+            )
+        return value
