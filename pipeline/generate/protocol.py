@@ -52,6 +52,7 @@ from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdenti
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Teacher
+from pipeline.teachers.reach import check_reachable
 from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
 
 CRASH_POINTS = (
@@ -176,22 +177,47 @@ def _reconcile_pending(
     return {"tasks": set(), "rejected": set()}
 
 
+@dataclass
+class RunInputs:
+    """What a run reads besides its directory, loaded and checked before anything is written."""
+
+    seeds_path: Path
+    seeds: list[SeedTask]
+    templates: Templates
+
+
+def load_inputs(config: GenerateConfig) -> RunInputs:
+    """The seeds and templates, validated: a bad one fails here, before the run directory is touched."""
+    seeds_path, seeds = _load_seeds(config)
+    return RunInputs(seeds_path, seeds, load_templates(config.templates))
+
+
 def prepare_run(
-    config: GenerateConfig, run: RunDir, *, force: bool = False, teacher: TeacherIdentity | None = None
+    config: GenerateConfig,
+    run: RunDir,
+    *,
+    force: bool = False,
+    teacher: TeacherIdentity | None = None,
+    inputs: RunInputs | None = None,
 ) -> tuple[RunState, Path, list[SeedTask], Templates, list[MachineTask], dict[str, dict[str, str]]]:
     """Check the run directory against the config (and the teacher that will answer, whose dtype
-    the config alone does not fix) and load what a resumed run continues from."""
-    seeds_path, seeds = _load_seeds(config)
-    templates = load_templates(config.templates)
+    the config alone does not fix) and load what a resumed run continues from.
+
+    Only a committed round binds a run directory to its configuration: after a start that failed
+    (an engine that did not come up, a server that did not answer) or a first round that was cut
+    short, a new configuration starts the run afresh, without `--force`.
+    """
+    inputs = inputs or load_inputs(config)
+    seeds_path, seeds, templates = inputs.seeds_path, inputs.seeds, inputs.templates
     fingerprints = {"seeds": file_digest(seeds_path), "templates": templates.digests()}
     new_config = config.model_dump(mode="json")
     state = run.read_state()
     stored = run.read_config()
-    if stored is not None and (state is not None or run.tasks_path.exists()):
+    if stored is not None and state is not None and state.rounds_done > 0:
         diffs = config_differences(stored, new_config, FREE_KEYS)
-        if state is not None and state.fingerprints:
+        if state.fingerprints:
             diffs += fingerprint_differences(state.fingerprints, fingerprints)
-        if state is not None and state.teacher is not None and teacher is not None:
+        if state.teacher is not None and teacher is not None:
             diffs += [d for d in state.teacher.differences(teacher) if d not in diffs]
         if diffs and not force:
             shown = "\n  ".join(diffs)
@@ -200,6 +226,10 @@ def prepare_run(
                 "use another --run-dir, put the old settings back, or pass --force to continue this run "
                 "with the new ones"
             )
+    elif stored is not None and config_differences(stored, new_config, FREE_KEYS):
+        # Nothing was committed under the old settings: forget their half-round and decisions.
+        run.drop_uncommitted(0)
+        state = None
     run.write_config(dump_config(config))
     if state is None:
         state = RunState(rng_state=rng_to_json(random.Random(config.seed)))
@@ -289,10 +319,15 @@ def run_generation(
     started = time.monotonic()
     run = RunDir(run_dir)
     progress = progress or ProgressListener()
+    inputs = load_inputs(config)  # a bad seeds file or template writes nothing
+    if teacher is None and config.teacher.backend == "openai":
+        for text in check_reachable(config.teacher.base_urls):  # a wrong URL is said at once
+            if on_warning is not None:
+                on_warning(text)
     with run.locked():
         identity = teacher.identity if teacher is not None else teacher_identity(config.teacher)
         state, seeds_path, seeds, templates, committed, pending = prepare_run(
-            config, run, force=force, teacher=identity
+            config, run, force=force, teacher=identity, inputs=inputs
         )
         teacher, own_teacher = _open_teacher(config, run, teacher, verbose)
         start_usage = teacher.usage.copy()
