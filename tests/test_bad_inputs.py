@@ -163,3 +163,93 @@ def test_base_url_without_openai_is_refused_in_a_yaml_file_too(tmp_path: Path):
     (tmp_path / "c.yaml").write_text("teacher:\n  base_urls: [http://127.0.0.1:9/v1]\n")
     result = selfinstruct("generate", "--config", "c.yaml", "--run-dir", "r", cwd=tmp_path, timeout=60)
     assert_refused(result, 'line 2, field "teacher.base_urls"')
+
+
+# -- 4. messages that say what is wrong -------------------------------------------------------------------
+def one_seed_line(work: Path) -> str:
+    return (work / "seeds.jsonl").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("command", ["validate", "generate"])
+def test_seeds_validate_and_generate_share_one_rule_set(work: Path, command: str):
+    """A file the validator passes is one a run takes: too few tasks and an instruction that cannot fit."""
+    (work / "one.jsonl").write_text(one_seed_line(work) + "\n")
+    big = json.loads(one_seed_line(work)) | {"id": "big", "name": "big", "instruction": "word " * 2_000_000}
+    (work / "huge.jsonl").write_text((work / "seeds.jsonl").read_text() + json.dumps(big) + "\n")
+    lines = len((work / "huge.jsonl").read_text().splitlines())
+    before = tree(work)
+    for name, needles in (
+        ("one.jsonl", ["1 seed tasks, but every prompt shows 8"]),
+        ("huge.jsonl", [f'line {lines}, field "instruction": 2,000,000 words cannot fit in a prompt']),
+    ):
+        args = ["seeds", "validate", name] if command == "validate" else ["generate", "--seeds", name]
+        assert_refused(
+            selfinstruct(*args, "--run-dir", "r", cwd=work)
+            if command == "generate"
+            else selfinstruct(*args, cwd=work),
+            name,
+            *needles,
+        )
+    assert tree(work) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["seeds", "validate", "alpaca.json"],
+        ["generate", "--seeds", "alpaca.json", "--run-dir", "r"],
+        ["dedup", "alpaca.json", "-o", "k.jsonl"],
+    ],
+    ids=["seeds validate", "generate", "dedup"],
+)
+def test_a_json_array_where_jsonl_is_read_gets_one_line(work: Path, args: list[str]):
+    rows = [{"instruction": f"Do {k}", "input": "", "output": "ok"} for k in range(12)]
+    (work / "alpaca.json").write_text(json.dumps(rows, indent=1))
+    before = tree(work)
+    message = assert_refused(
+        selfinstruct(*args, cwd=work), "alpaca.json: this is a JSON array (12 items), not JSONL"
+    )
+    assert "bad JSON" not in message and len(message.splitlines()) == 1
+    assert tree(work) == before
+
+
+def test_dedup_refuses_to_overwrite_its_input(work: Path):
+    before = tree(work)
+    assert_refused(selfinstruct("dedup", "in.jsonl", "-o", "in.jsonl", cwd=work), "also the INPUT file")
+    assert_refused(
+        selfinstruct("dedup", "in.jsonl", "-o", "k.jsonl", "--rejected", "in.jsonl", cwd=work), "--rejected"
+    )
+    assert_refused(
+        selfinstruct("dedup", "in.jsonl", "-o", "seeds.jsonl", "--against", "seeds.jsonl", cwd=work),
+        "also the --against file",
+    )
+    assert tree(work) == before
+
+
+def test_report_license_must_be_a_hub_identifier(work: Path):
+    before = tree(work)
+    message = assert_refused(selfinstruct("report", "run", "--license", "not a license!", cwd=work))
+    assert "not a Hugging Face Hub license identifier" in message
+    assert_refused(
+        selfinstruct("report", "run", "--license", "apache2.0", cwd=work), "did you mean apache-2.0"
+    )
+    assert tree(work) == before
+    ok = selfinstruct("report", "run", "--license", "CC-BY-4.0", "--quiet", cwd=work)
+    assert ok.returncode == 0, ok.stderr
+    assert "\nlicense: cc-by-4.0\n" in (work / "run" / "README.md").read_text()
+
+
+def test_seeds_validate_errors_as_json_and_its_table_on_one_stream(work: Path):
+    (work / "one.jsonl").write_text(one_seed_line(work) + "\n")
+    result = selfinstruct("seeds", "validate", "one.jsonl", "--json", cwd=work)
+    message = assert_refused(result)
+    assert json.loads(result.stdout) == {"error": message.removeprefix("error: "), "code": 2}
+    for args in (
+        ["seeds", "validate"],
+        ["seeds", "validate", "--seeds", str(REPO / "seeds" / "seed_tasks.jsonl")],
+    ):
+        good = selfinstruct(*args, cwd=work)
+        assert good.returncode == 0 and good.stderr == ""
+        assert "max pairwise ROUGE-L" in good.stdout and good.stdout.rstrip().endswith(
+            "ok: 175 valid seed tasks"
+        )

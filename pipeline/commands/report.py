@@ -27,8 +27,11 @@ def write_report(
     from pipeline.report.card import render_card
     from pipeline.report.figures import compute_report, load_run
     from pipeline.report.html import render_html
+    from pipeline.report.licenses import check_license
     from pipeline.report.plots import make_plots
 
+    if license_id is not None:
+        license_id = check_license(license_id)
     run = load_run(run_dir)
     target = Path(out) if out is not None else run.run_dir
     check_output_dir(target, "--out" if out is not None else "RUN_DIR")

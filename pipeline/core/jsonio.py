@@ -157,7 +157,24 @@ def iter_jsonl(path: str | Path, *, skip_torn_tail: bool = False) -> Iterator[tu
             continue
         yield lineno, obj
     if problems:
+        _refuse_json_array(path, data)
         raise InputFileError(str(path), problems)
+
+
+def _refuse_json_array(path: Path, data: bytes) -> None:
+    """One clear line for a whole-file JSON array (an Alpaca-style .json) given where JSONL is read,
+    instead of a "bad JSON" line for each of its lines."""
+    if not data.lstrip().startswith(b"["):
+        return
+    try:
+        whole = json.loads(data)
+    except ValueError:
+        return
+    if isinstance(whole, list):
+        raise UserError(
+            f"{path}: this is a JSON array ({len(whole):,} items), not JSONL: the file must hold one "
+            "JSON object a line (e.g. `jq -c '.[]' FILE > FILE.jsonl`)"
+        )
 
 
 def read_records(path: str | Path, what: str = "objects") -> tuple[list[tuple[int, Any]], str]:

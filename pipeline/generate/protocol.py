@@ -52,6 +52,7 @@ from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdenti
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Teacher
+from pipeline.teachers.engine import context_length
 from pipeline.teachers.reach import check_reachable
 from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
 
@@ -114,21 +115,41 @@ class RunLength:
         return False, None
 
 
-def _load_seeds(config: GenerateConfig) -> tuple[Path, list[SeedTask]]:
-    path = resolve_seeds_path(config.seeds)
+def seed_word_limit(config: GenerateConfig) -> int | None:
+    """Most words a seed instruction may have and still fit in one instruction prompt with its reply.
+
+    Words bound tokens from below (every word is at least one token), so an instruction over this can
+    never fit. The context is `teacher.engine.max_model_len`, else the model's own (its config.json),
+    else 8192 (the bundled model's); a server's context is not known here unless that field is set.
+    """
+    engine = config.teacher.engine
+    if config.teacher.backend != "vllm" and engine.max_model_len is None:
+        return None
+    local = config.teacher.model if Path(config.teacher.model).is_dir() else None
+    reply = config.decoding.alpaca if config.method == "alpaca" else config.decoding.instructions
+    return max(0, context_length(local, engine.max_model_len) - reply.max_tokens)
+
+
+def load_run_seeds(
+    config: GenerateConfig, path: str | Path | None = None, warnings: list[str] | None = None
+) -> tuple[Path, list[SeedTask]]:
+    """The run's seeds (or `path`'s), held to every rule a run needs: one rule set for `generate` and
+    `seeds validate`, so that a file the validator passes is one a run takes."""
+    path = resolve_seeds_path(path if path is not None else config.seeds)
     if not path.exists():
         raise UserError(f"seeds: no such file: {path}")
-    seeds = load_seeds(path)
+    seeds = load_seeds(path, warnings, max_words=seed_word_limit(config))
+    shown = seeds
     if config.method == "self-instruct" and config.classification_seeds_only:
-        seeds = [s for s in seeds if s.is_classification]
+        shown = [s for s in seeds if s.is_classification]
     need = config.prompt_count
-    if len(seeds) < need:
+    if len(shown) < need:
         which = "classification seed tasks" if config.classification_seeds_only else "seed tasks"
         raise UserError(
-            f"{path}: {len(seeds)} {which}, but every prompt shows {need}; add seeds or lower "
+            f"{path}: {len(shown)} {which}, but every prompt shows {need}; add seeds or lower "
             "num_prompt_instructions"
         )
-    return path, seeds
+    return path, shown
 
 
 def _rejection_row(rejections: list[Rejection]) -> tuple[dict[str, int], dict[str, int]]:
@@ -188,7 +209,7 @@ class RunInputs:
 
 def load_inputs(config: GenerateConfig) -> RunInputs:
     """The seeds and templates, validated: a bad one fails here, before the run directory is touched."""
-    seeds_path, seeds = _load_seeds(config)
+    seeds_path, seeds = load_run_seeds(config)
     return RunInputs(seeds_path, seeds, load_templates(config.templates))
 
 

@@ -33,11 +33,15 @@ def resolve_seeds_path(configured: str | Path | None, run_dir: str | Path | None
     return path
 
 
-def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None) -> list[SeedTask]:
+def load_seeds(
+    path: str | Path | None = None, warnings: list[str] | None = None, *, max_words: int | None = None
+) -> list[SeedTask]:
     """Load and validate a seeds file; every problem is reported with its line and field, at once.
 
     Duplicate ids are errors (ids key the prompts and records). Duplicate names are only warnings,
-    appended to `warnings`: names are labels, and the paper's own seed file repeats one.
+    appended to `warnings`: names are labels, and the paper's own seed file repeats one. With
+    `max_words`, an instruction longer than that many words (fewer tokens than any tokenizer makes of
+    them) is an error: it can never fit in the teacher's context.
     """
     path = Path(path) if path is not None else default_seeds_path()
     seen_ids: dict[str, int] = {}
@@ -52,6 +56,12 @@ def load_seeds(path: str | Path | None = None, warnings: list[str] | None = None
         first = seen_names.setdefault(task.name, lineno)
         if first != lineno:
             notes.append(f'line {lineno}, field "name": duplicate name {task.name!r} (first on line {first})')
+        words = len(task.instruction.split())
+        if max_words is not None and words > max_words:
+            problems.append(
+                f'line {lineno}, field "instruction": {words:,} words cannot fit in a prompt (the teacher\'s '
+                f"context leaves room for {max_words:,} tokens); shorten it, or raise teacher.engine.max_model_len"
+            )
         for k, inst in enumerate(task.instances):
             if not inst.output.strip():
                 problems.append(f'line {lineno}, field "instances.{k}.output": output is empty')
