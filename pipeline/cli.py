@@ -85,7 +85,7 @@ def fail(
     ctx.exit(code)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="selfinstruct")
 def main() -> None:
     """Self-Instruct and Alpaca-style instruction data with an open teacher model.

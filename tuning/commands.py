@@ -57,32 +57,51 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--data",
     required=True,
     type=click.Path(path_type=Path),
-    help="run dir, saved datasets folder, or Alpaca JSON/JSONL",
+    help="The training data: a run directory, a saved datasets folder, or an Alpaca JSON/JSONL file.",
 )
 @click.option(
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="output folder (resumes if it has checkpoints of the same data and settings)",
+    help="The output folder; a rerun resumes from its checkpoints when the data and settings are the same.",
 )
 @click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), help="YAML settings (configs/train.yaml)"
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML settings (configs/train.yaml); flags override it.",
 )
-@click.option("--base-model", help="HF folder or hub id (default: the bundled SmolLM2)")
-@click.option("--prompt-format", type=click.Choice(PROMPT_FORMATS), help="alpaca or chat")
-@click.option("--max-steps", type=int, help="at most this many optimizer steps")
-@click.option("--epochs", type=float, help="passes over the data (--max-steps caps them)")
-@click.option("--merge", is_flag=True, default=None, help="also write a merged model folder (OUT/merged)")
-@click.option("--min-score", type=click.IntRange(1, 5), help="run data: train on tasks the judge scored >= N")
 @click.option(
-    "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
+    "--base-model", help="The student to train: a HF folder or hub id (default: the bundled SmolLM2)."
+)
+@click.option(
+    "--prompt-format",
+    type=click.Choice(PROMPT_FORMATS),
+    help="alpaca: Stanford Alpaca's template; chat: the tokenizer's chat template (default: the config's).",
+)
+@click.option("--max-steps", type=int, help="Stop after at most this many optimizer steps.")
+@click.option("--epochs", type=float, help="Passes over the data (--max-steps caps them).")
+@click.option("--merge", is_flag=True, default=None, help="Also write a merged model folder (OUT/merged).")
+@click.option(
+    "--min-score", type=click.IntRange(1, 5), help="Run data: train on tasks the judge scored N or more."
+)
+@click.option(
+    "--require-valid",
+    is_flag=True,
+    help="Run data: train on tasks the judge found valid on all three questions.",
 )
 @click.option(
     "--force",
     is_flag=True,
-    help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
+    help="Start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed).",
 )
-@click.option("--quiet", is_flag=True, help="no progress display")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the training summary as JSON on stdout (progress stays on stderr).",
+)
+@click.option("--quiet", is_flag=True, help="No progress display.")
 def train(
     data: Path,
     out: Path,
@@ -95,6 +114,7 @@ def train(
     min_score: int | None,
     require_valid: bool,
     force: bool,
+    as_json: bool,
     quiet: bool,
 ) -> None:
     """LoRA SFT of a student on a generated corpus; rerun the same command to resume after a kill.
@@ -149,7 +169,9 @@ def train(
             contamination=contamination,
             launch=launch,
         )
-    if summary is not None and not quiet:
+    if summary is not None and as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    elif summary is not None and not quiet:
         console.print(
             f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f}s "
             f"({summary['tokens_per_s']:,.0f} tokens/s, effective batch {summary['effective_batch_size']} "
@@ -161,35 +183,48 @@ def train(
 
 
 @click.command()
-@click.option("--adapter", type=click.Path(path_type=Path), help="LoRA adapter folder (OUT/adapter of train)")
+@click.option(
+    "--adapter", type=click.Path(path_type=Path), help="The LoRA adapter folder (OUT/adapter of `train`)."
+)
 @click.option(
     "--base-model",
-    help="base model (default: the adapter's, else the bundled SmolLM2); a merged folder works too",
+    help="The base model (default: the adapter's, else the bundled SmolLM2); a merged folder works too.",
 )
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
-    help="the adapter's training data: also measure the held-out loss, on the examples its training "
-    "recorded as held out",
+    help="The adapter's training data: also measure the held-out loss, on the examples its training "
+    "recorded as held out.",
 )
 @click.option(
     "--tasks",
     type=click.Path(path_type=Path),
-    help="task file (default: ../shared/reference/user_oriented_instructions.jsonl)",
+    help="The evaluation tasks (default: ../shared/reference/user_oriented_instructions.jsonl).",
 )
-@click.option("--limit", type=int, help="first N tasks only")
-@click.option("--max-tokens", type=int, help="answer length cap")
+@click.option("--limit", type=int, help="Evaluate the first N tasks only.")
+@click.option("--max-tokens", type=int, help="The longest answer, in tokens.")
 @click.option(
-    "--prompt-format", type=click.Choice(PROMPT_FORMATS), help="default: the adapter's training format"
+    "--prompt-format",
+    type=click.Choice(PROMPT_FORMATS),
+    help="The prompt format (default: the one the adapter was trained with).",
 )
 @click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), help="YAML whose `evaluate:` section applies"
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML whose `evaluate:` section applies; flags override it.",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="write OUT/eval.json")
-@click.option("--judge", "use_judge", is_flag=True, default=None, help="compare base and student pairwise")
+@click.option("--out", type=click.Path(path_type=Path), help="Write OUT/eval.json.")
+@click.option(
+    "--judge",
+    "use_judge",
+    is_flag=True,
+    default=None,
+    help="Also compare base and student answers pairwise with a judge model.",
+)
 @teacher_flags("judge", prefix="judge-")
-@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON on stdout")
-@click.option("--quiet", is_flag=True, help="no progress display")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
 def evaluate(
     adapter: Path | None,
     base_model: str | None,

@@ -86,7 +86,7 @@ def check_outputs(input_path: str, against: tuple[str, ...], output: str, reject
     type=click.Choice(["rouge", "unicode"]),
     default="rouge",
     show_default=True,
-    help="rouge: rouge-score's (ASCII words only, as the originals); unicode: any language.",
+    help="rouge: rouge-score's tokenizer (ASCII words only, as the originals); unicode: any language.",
 )
 @click.option(
     "--rejected", "rejected_path", type=click.Path(dir_okay=False), help="Write dropped records here."

@@ -41,7 +41,13 @@ if TYPE_CHECKING:
     type=click.Path(file_okay=False),
     help="The run directory; rerunning continues the run in it.",
 )
-@click.option("--method", type=click.Choice(["self-instruct", "alpaca"]), default=None)
+@click.option(
+    "--method",
+    type=click.Choice(["self-instruct", "alpaca"]),
+    default=None,
+    help="self-instruct: the paper's bootstrap (instructions, then classification, then instances); "
+    "alpaca: Stanford Alpaca's 20 complete tasks a request (default: the config's, else self-instruct).",
+)
 @click.option(
     "--prompt-style",
     type=click.Choice(["completion", "chat"]),
@@ -49,9 +55,24 @@ if TYPE_CHECKING:
     help="completion: the teacher continues a raw prompt (base models); chat: one user message.",
 )
 @teacher_flags("teacher")
-@click.option("--seeds", default=None, type=click.Path(dir_okay=False), help="Seed tasks JSONL.")
-@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Run this many more rounds.")
-@click.option("--until", type=click.IntRange(min=1), default=None, help="Run until this many kept tasks.")
+@click.option(
+    "--seeds",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The seed tasks JSONL (default: the config's, else seeds/seed_tasks.jsonl).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run this many more rounds (counted from where the run is).",
+)
+@click.option(
+    "--until",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run until the run holds this many kept tasks in all (a total, not more on top).",
+)
 @click.option(
     "--time-budget",
     default=None,
@@ -60,9 +81,12 @@ if TYPE_CHECKING:
     "config's budget). With --rounds or --until, whichever comes first.",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Instruction requests per round."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Instruction requests per round (default: the config's, else 8).",
 )
-@click.option("--seed", type=int, default=None, help="The run's RNG seed.")
+@click.option("--seed", type=int, default=None, help="The run's RNG seed (default: the config's, else 42).")
 @click.option(
     "--constrained",
     type=click.Choice(["auto", "on", "off"]),

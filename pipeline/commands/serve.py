@@ -55,7 +55,8 @@ def engine_flags(func: F) -> F:
     for name, info in reversed(EngineOptions.model_fields.items()):
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         flag = str(extra.get("cli", name.replace("_", "-")))
-        help_text = info.description or ""
+        text = info.description or ""
+        help_text = (text[:1].upper() + text[1:] + ".") if text else ""
         if info.default is not None:
             help_text += (
                 f" [default: {str(info.default).lower() if info.default in (True, False) else info.default}]"
@@ -78,7 +79,12 @@ def engine_options(params: dict[str, Any]) -> EngineOptions:
 @click.option(
     "--model", default="bundled", show_default=True, help="HF folder or hub name; 'bundled' = SmolLM2."
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 serves other machines too.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on; 0.0.0.0 serves other machines too.",
+)
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="The first replica's port."
 )

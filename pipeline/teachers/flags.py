@@ -63,13 +63,13 @@ def teacher_flags(role: str, prefix: str = "") -> Callable[[F], F]:
                 f"--{prefix}model",
                 f"_{dest}model",
                 default=None,
-                help=f"The {role} model: a HF folder or name; 'bundled' = SmolLM2-135M.",
+                help=f"The {role} model: a HF folder or hub name; 'bundled' = SmolLM2-135M.",
             ),
             click.option(
                 f"--{prefix}base-url",
                 f"_{dest}base_urls",
                 multiple=True,
-                help="openai backend: server URL(s) ending in /v1.",
+                help="A server URL ending in /v1 (the openai backend); repeat the flag for several replicas.",
             ),
         ]
         for option in reversed(options):
