@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "judge": "pipeline.commands.judge:judge",
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
+    "status": "pipeline.commands.status:status",
     "train": "tuning.commands:train",
     "evaluate": "tuning.commands:evaluate",
 }

@@ -94,6 +94,11 @@ if TYPE_CHECKING:
     help="Hold replies to the recipe's layout (decoding.constrained): auto where the backend can, on, off.",
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the teacher cache (a resume then pays again).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything (config, seeds, run directory, teacher reachable) and exit without generating.",
+)
 @click.option("--force", is_flag=True, help="Continue a run even though the configuration changed.")
 @click.option("--quiet", is_flag=True, help="No progress display and no summary table.")
 @click.option(
@@ -123,6 +128,7 @@ def generate(
     seed: int | None,
     constrained: str | None,
     no_cache: bool,
+    dry_run: bool,
     force: bool,
     quiet: bool,
     verbose: bool,
@@ -161,6 +167,9 @@ def generate(
     check_output_dir(run_dir, "--run-dir")
     if rounds is not None:
         config = config.model_copy(update={"until": None})
+    if dry_run:
+        _dry_run(config, run_dir, force=force, as_json=as_json)
+        return
 
     outcome, summary = _run(ctx, config, run_dir, force=force, quiet=quiet, as_json=as_json, verbose=verbose)
     if outcome.stopped == NO_PROGRESS_STOP:
@@ -214,6 +223,22 @@ def _run(
     if as_json:
         click.echo(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
     return outcome, summary
+
+
+def _dry_run(config: GenerateConfig, run_dir: str, *, force: bool, as_json: bool) -> None:
+    """Print what the checks found (or the JSON of it); a failed check has raised its error already."""
+    from pipeline.generate.dryrun import dry_run
+
+    found = dry_run(config, run_dir, force=force)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for text in found["warnings"]:
+        _warn(text)
+    click.echo(f"seeds: {found['seeds']['count']} tasks in {found['seeds']['path']}")
+    click.echo(f"teacher: {found['teacher']}")
+    click.echo(f"run directory: {found['run_dir']['path']}, {found['run_dir']['what']}")
+    click.echo(f"ok: {config.method} run ready; nothing was generated or written (--dry-run)")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -28,3 +28,21 @@ def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding `exclusive_lock(path)` now (0 when it did not write one), or None when nobody does.
+
+    Asked without taking the lock for longer than the test: a shared, non-blocking request that only
+    a held exclusive lock refuses. Nothing is created when `path` does not exist.
+    """
+    if not path.is_file():
+        return None
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None

@@ -213,6 +213,26 @@ def load_inputs(config: GenerateConfig) -> RunInputs:
     return RunInputs(seeds_path, seeds, load_templates(config.templates))
 
 
+def resume_differences(
+    config: GenerateConfig,
+    run: RunDir,
+    fingerprints: dict[str, Any],
+    teacher: TeacherIdentity | None,
+) -> list[str]:
+    """What differs between a run's committed rounds and `config` (its inputs, its teacher): the keys
+    that make continuing it need `--force`. Empty for a run without a committed round."""
+    state = run.read_state()
+    stored = run.read_config()
+    if stored is None or state is None or state.rounds_done == 0:
+        return []
+    diffs = config_differences(stored, config.model_dump(mode="json"), FREE_KEYS)
+    if state.fingerprints:
+        diffs += fingerprint_differences(state.fingerprints, fingerprints)
+    if state.teacher is not None and teacher is not None:
+        diffs += [d for d in state.teacher.differences(teacher) if d not in diffs]
+    return diffs
+
+
 def prepare_run(
     config: GenerateConfig,
     run: RunDir,
@@ -231,23 +251,22 @@ def prepare_run(
     inputs = inputs or load_inputs(config)
     seeds_path, seeds, templates = inputs.seeds_path, inputs.seeds, inputs.templates
     fingerprints = {"seeds": file_digest(seeds_path), "templates": templates.digests()}
-    new_config = config.model_dump(mode="json")
     state = run.read_state()
+    diffs = resume_differences(config, run, fingerprints, teacher)
+    if diffs and not force:
+        shown = "\n  ".join(diffs)
+        raise UserError(
+            f"{run.path} holds a run made with a different configuration:\n  {shown}\n"
+            "use another --run-dir, put the old settings back, or pass --force to continue this run "
+            "with the new ones"
+        )
     stored = run.read_config()
-    if stored is not None and state is not None and state.rounds_done > 0:
-        diffs = config_differences(stored, new_config, FREE_KEYS)
-        if state.fingerprints:
-            diffs += fingerprint_differences(state.fingerprints, fingerprints)
-        if state.teacher is not None and teacher is not None:
-            diffs += [d for d in state.teacher.differences(teacher) if d not in diffs]
-        if diffs and not force:
-            shown = "\n  ".join(diffs)
-            raise UserError(
-                f"{run.path} holds a run made with a different configuration:\n  {shown}\n"
-                "use another --run-dir, put the old settings back, or pass --force to continue this run "
-                "with the new ones"
-            )
-    elif stored is not None and config_differences(stored, new_config, FREE_KEYS):
+    uncommitted = state is None or state.rounds_done == 0
+    if (
+        uncommitted
+        and stored is not None
+        and config_differences(stored, config.model_dump(mode="json"), FREE_KEYS)
+    ):
         # Nothing was committed under the old settings: forget their half-round and decisions.
         run.drop_uncommitted(0)
         state = None
