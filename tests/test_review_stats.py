@@ -20,7 +20,7 @@ from pipeline.review.stats import (
     threshold_table,
     wilson,
 )
-from pipeline.run.judgments import Judgment, task_digest
+from pipeline.run.judgments import Judgment, append_judgments, task_digest
 from pipeline.run.schemas import Instance, TeacherIdentity
 
 
@@ -305,3 +305,61 @@ def test_filters_need_labels_first(tmp_path):
         main, ["export", str(run), "--format", "jsonl", "-o", str(tmp_path / "o"), "--reviewed-only"]
     )
     assert result.exit_code == 2 and "no reviews.jsonl task labels" in result.output
+
+
+def test_report_and_card_show_the_peoples_table_above_the_judges(tmp_path):
+    from pipeline.report.card import render_card
+    from pipeline.report.figures import compute_report, load_run
+    from pipeline.report.html import render_html
+
+    run, tasks = imported_run(tmp_path)
+    judge = TeacherIdentity(backend="openai", model="big-judge")
+    append_judgments(
+        run,
+        [
+            Judgment(
+                task_id=t.id,
+                status="scored",
+                score=5,
+                valid_instruction=True,
+                appropriate_input=True,
+                correct_output=True,
+                judge=judge,
+                prompt_version="v1",
+                task_digest=task_digest(t),
+            )
+            for t in tasks
+        ],
+    )
+    ReviewStore(run).append([label("ann", tasks[k], True, True, k == 0) for k in range(4)])
+    loaded = load_run(run)
+    seeds_path, seeds = loaded.source.seeds()
+    figures = compute_report(loaded, seeds, seeds_path, sample=0, verb_method="simple")
+    html = render_html(figures, {}, "")
+    section = html.split('<section id="review">')[1].split("</section>")[0]
+    assert "25% (1/4)" in section and "54%" in section and "ann" in section
+    assert "no --min-score reaches 80% precision" in section  # the judge says 5 to all; people: 1 of 4
+    assert html.index('<section id="review">') < html.index('<section id="judge">')
+    card = render_card(figures)
+    assert card.index("### People's review") < card.index("### Judge")
+    assert "| all three valid | 25% (1/4) |" in card
+
+
+def test_evaluates_table_leads_with_the_peoples_verdict_or_says_none_was_made():
+    from rich.console import Console
+
+    from tuning.evaluate import results_table
+
+    models = {"base": {"rouge_l": 0.1}, "student": {"rouge_l": 0.2}}
+    report = {"n_tasks": 6, "prompt_format": "chat", "models": models, "pairwise": None}
+
+    def text(rep):
+        console = Console(width=200, record=True)
+        console.print(results_table(rep))
+        return [line for line in console.export_text().splitlines() if line.startswith("│")]
+
+    assert "answer quality: NOT COMPARED" in text(report)[0]
+    human = pairwise_summary([pair("t1", "student", "second"), pair("t2", "base", "second")])
+    rows = text({**report, "human": human})
+    assert "people (blind): student win rate" in rows[0] and "50.0%" in rows[0]
+    assert "1 / 0 / 1" in rows[1] and not any("NOT COMPARED" in r for r in rows)
