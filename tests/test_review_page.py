@@ -211,3 +211,40 @@ def test_the_pairwise_page_hides_which_model_wrote_which_answer(tmp_path, browse
     assert (human["win"], human["tie"], human["loss"]) == (wins, 0, 6 - wins)
     assert human["win_rate"] == pytest.approx(wins / 6)
     assert human["ratings"]["student"]["A"] == wins and human["ratings"]["base"]["A"] == 6 - wins
+
+
+def test_a_token_guards_every_request_and_the_printed_url_carries_it(tmp_path, browser):  # noqa: F811
+    import urllib.error
+    import urllib.request
+
+    run, _ = small_run(tmp_path / "run")
+    with review_server(run, "--sample", "2", "--reviewer", "dee", "--token", "s3cret") as (_, urls):
+        url = urls["dee"]
+        assert "token=s3cret" in url
+        base = url.split("?")[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "api/session?reviewer=dee", timeout=10)
+        assert refused.value.code == 401
+        page = browser.new_page()
+        page.goto(url)
+        wait_progress(page, "1 of 2")
+        answer(page, "yyy", "2 of 2")
+        page.close()
+    assert len(labelled_lines(run)) == 1
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    run, _ = small_run(tmp_path / "run")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["review", str(run), "--port", str(port)])
+    assert result.exit_code == 2 and f"--port {port}: cannot serve there" in result.output
+    assert "Traceback" not in result.output
