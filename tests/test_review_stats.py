@@ -358,8 +358,8 @@ def test_evaluates_table_leads_with_the_peoples_verdict_or_says_none_was_made():
         console.print(results_table(rep))
         return [line for line in console.export_text().splitlines() if line.startswith("│")]
 
-    assert "answer quality: NOT COMPARED" in text(report)[0]
+    assert "NO comparison of answer quality was made" in text(report)[0]
     human = pairwise_summary([pair("t1", "student", "second"), pair("t2", "base", "second")])
     rows = text({**report, "human": human})
     assert "people (blind): student win rate" in rows[0] and "50.0%" in rows[0]
-    assert "1 / 0 / 1" in rows[1] and not any("NOT COMPARED" in r for r in rows)
+    assert "1 / 0 / 1" in rows[1] and not any("NO comparison" in r for r in rows)

@@ -26,7 +26,10 @@ from pipeline.run.judgments import judge_caution
 from pipeline.teachers.base import Completion, Teacher
 
 ORDERS = ("base_first", "student_first")
-NO_COMPARISON = "answer quality: NOT COMPARED"
+NO_COMPARISON = (
+    "NO comparison of answer quality was made: `selfinstruct review RUN --pairwise EVAL_DIR` (people, blind) "
+    "or `evaluate --judge`"
+)
 NO_JUDGE_NOTE = (
     "no comparison of answer quality was made: held-out loss, ROUGE-L and clean endings do not measure "
     "whether answers got better; compare them blind with `selfinstruct review RUN --pairwise EVAL_DIR` "
