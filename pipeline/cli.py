@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
     "status": "pipeline.commands.status:status",
+    "review": "pipeline.commands.review:review",
     "train": "tuning.commands:train",
     "evaluate": "tuning.commands:evaluate",
 }
