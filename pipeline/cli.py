@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "judge": "pipeline.commands.judge:judge",
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
+    "push": "pipeline.commands.push:push",
     "status": "pipeline.commands.status:status",
     "review": "pipeline.commands.review:review",
     "train": "tuning.commands:train",

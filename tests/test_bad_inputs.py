@@ -19,9 +19,11 @@ from tests.test_report import write_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def selfinstruct(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def selfinstruct(
+    *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The console script as a user runs it (this checkout's code), with its real exit code and streams."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=cwd,

@@ -12,12 +12,15 @@ import click
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["alpaca", "jsonl", "messages", "hf"]),
+    type=click.Choice(["alpaca", "jsonl", "messages", "hf", "parquet"]),
     required=True,
     help="alpaca: alpaca_data.json's JSON list; jsonl: one example a line; messages: chat JSONL "
-    "for TRL; hf: a datasets.DatasetDict (train/test) saved with save_to_disk.",
+    "for TRL; hf: a datasets.DatasetDict (train/test) saved with save_to_disk; parquet: a folder with "
+    "data/train-*.parquet and data/test-*.parquet, the layout of a Hub dataset repo.",
 )
-@click.option("-o", "--out", required=True, type=click.Path(), help="Output file (folder for hf).")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(), help="Output file (a folder for hf and parquet)."
+)
 @click.option("--include-seeds", is_flag=True, help="Add the run's seed tasks (all their instances).")
 @click.option(
     "--test-size",

@@ -3,59 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import click
 
-from pipeline.core.console import console, make_progress
-
-
-def write_report(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    *,
-    seeds: str | Path | None = None,
-    sample: int = 10,
-    verb_method: str = "auto",
-    license_id: str | None = None,
-    quiet: bool = True,
-) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Compute a run's figures, then write report.html and README.md atomically; return both."""
-    from pipeline.core.jsonio import write_text_atomic
-    from pipeline.core.outputs import check_output_dir
-    from pipeline.report.card import render_card
-    from pipeline.report.figures import compute_report, load_run
-    from pipeline.report.html import render_html
-    from pipeline.report.licenses import check_license
-    from pipeline.report.plots import make_plots
-
-    if license_id is not None:
-        license_id = check_license(license_id)
-    run = load_run(run_dir)
-    target = Path(out) if out is not None else run.run_dir
-    check_output_dir(target, "--out" if out is not None else "RUN_DIR")
-    seeds_path, seed_tasks = run.source.seeds(seeds, flag="--seeds")
-    n = len(run.tasks)
-    with make_progress(quiet=quiet) as progress:
-        novelty_bar = progress.add_task("novelty vs. seeds", total=n)
-        verbs_bar = progress.add_task("verb analysis", total=n)
-        figures = compute_report(
-            run,
-            seed_tasks,
-            seeds_path,
-            sample=sample,
-            verb_method=verb_method,
-            on_novelty=lambda k: progress.advance(novelty_bar, k),
-            on_verbs=lambda k: progress.advance(verbs_bar, k),
-        )
-        charts_bar = progress.add_task("charts", total=1)
-        plots = make_plots(figures)
-        progress.advance(charts_bar)
-    paths = {"report": target / "report.html", "card": target / "README.md"}
-    write_text_atomic(paths["report"], render_html(figures, plots, run.config_text))
-    write_text_atomic(paths["card"], render_card(figures, license_id=license_id))
-    return figures, paths
+from pipeline.core.console import console
 
 
 @click.command()
@@ -110,6 +61,8 @@ def report(
     The report shows the funnel, rejection reasons with examples, novelty against the seeds, lengths,
     task types, verbs and their objects, the teacher's work per round and a sample of kept tasks.
     """
+    from pipeline.report.build import write_report
+
     figures, paths = write_report(
         run_dir,
         out,

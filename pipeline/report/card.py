@@ -7,12 +7,13 @@ filled from the same figures as the HTML report so that the two never disagree.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
 
 from pipeline.report.human import human_card
+from pipeline.report.public import hub_model_id
+from pipeline.run.export import PARQUET_FILES
 
 # The Hub's size buckets, by number of rows (here: instances, one export row each).
 SIZE_BUCKETS = (
@@ -66,6 +67,13 @@ def _yaml_header(figures: dict[str, Any], license_id: str, pretty_name: str) -> 
         "size_categories": [size_category(rows)],
         "pretty_name": pretty_name,
         "tags": ["synthetic", "self-instruct", "instruction-tuning"],
+        # What the Hub's dataset viewer and `load_dataset(REPO_ID)` read: the Parquet export's layout.
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": path} for split, path in PARQUET_FILES.items()],
+            }
+        ],
     }
     if license_id == "other":
         header["license_name"] = "teacher-model-terms"
@@ -83,21 +91,6 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _settings(settings: dict[str, Any]) -> str:
-    """Flat `key=value` pairs of a config section, nested keys dotted."""
-    flat: list[str] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat.append(f"`{prefix}={json.dumps(value, ensure_ascii=False)}`")
-
-    walk("", settings)
-    return ", ".join(flat)
-
-
 def _fmt(value: Any, spec: str = ",") -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
@@ -105,7 +98,7 @@ def _fmt(value: Any, spec: str = ",") -> str:
 def known_limits(figures: dict[str, Any], license_id: str) -> list[str]:
     """Honest caveats: the ones every synthetic set has, and the ones this run's figures show."""
     ov, nov, verbs = figures["overview"], figures["novelty"], figures["verbs"]
-    model = str(ov["teacher"]["model"])
+    model = _model(ov)
     limits = [
         "Every instruction, input and output was written by a language model and none was checked by a "
         "person: outputs can be wrong, incomplete or made up, and classification labels can be inconsistent.",
@@ -167,82 +160,115 @@ def judge_section(judge: dict[str, Any] | None) -> str:
     return text
 
 
-def render_card(
-    figures: dict[str, Any], *, license_id: str | None = None, pretty_name: str | None = None
-) -> str:
-    """The README.md text for a run's dataset."""
-    ov, funnel, shares, lengths = (
-        figures["overview"],
-        figures["funnel"],
-        figures["shares"],
-        figures["lengths"],
-    )
-    nov, verbs, rounds = figures["novelty"], figures["verbs"], figures["rounds"]
-    teacher = ov["teacher"]
-    license_id = license_id or infer_license(str(teacher["model"]))
-    pretty_name = pretty_name or f"selfinstruct {ov['run']}: {ov['method']} data from {teacher['model']}"
-    method_text = METHODS.get(str(ov["method"]), f"Method `{ov['method']}` (see the run's config.yaml).")
-    totals = rounds["totals"]
+CITATIONS = """```bibtex
+@inproceedings{wang-etal-2023-self-instruct,
+  title = {Self-Instruct: Aligning Language Models with Self-Generated Instructions},
+  author = {Wang, Yizhong and Kordi, Yeganeh and Mishra, Swaroop and Liu, Alisa and Smith, Noah A. and
+            Khashabi, Daniel and Hajishirzi, Hannaneh},
+  booktitle = {Proceedings of the 61st Annual Meeting of the Association for Computational Linguistics},
+  year = {2023},
+  url = {https://aclanthology.org/2023.acl-long.754},
+}
 
-    parts = [_yaml_header(figures, license_id, pretty_name), f"# {pretty_name}\n"]
-    parts.append(
+@misc{alpaca,
+  title = {Stanford Alpaca: An Instruction-following LLaMA model},
+  author = {Taori, Rohan and Gulrajani, Ishaan and Zhang, Tianyi and Dubois, Yann and Li, Xuechen and
+            Guestrin, Carlos and Liang, Percy and Hashimoto, Tatsunori B.},
+  year = {2023},
+  howpublished = {\\url{https://github.com/tatsu-lab/stanford_alpaca}},
+}
+```
+"""
+
+
+def _intro(figures: dict[str, Any], pretty_name: str) -> list[str]:
+    ov, shares, teacher = figures["overview"], figures["shares"], figures["overview"]["teacher"]
+    return [
+        f"# {pretty_name}\n",
         f"{shares['tasks']:,} instruction-following tasks ({shares['instances']:,} instruction/input/output "
-        f"examples) generated with the {ov['method']} method by the teacher model `{teacher['model']}` "
+        f"examples) generated with the {ov['method']} method by the teacher model `{_model(ov)}` "
         f"({teacher['backend']}), grown from {ov['seeds']} seed tasks over {ov['rounds']} round(s) by "
-        "the selfinstruct pipeline (`selfinstruct generate`).\n"
-    )
-    parts.append("## Dataset structure\n")
-    parts.append(
+        "the selfinstruct pipeline (`selfinstruct generate`).\n",
+    ]
+
+
+def _model(ov: dict[str, Any]) -> str:
+    """The teacher as the Hub names it (the bundled model's repository, not its served short name)."""
+    return hub_model_id(str(ov["teacher"]["model"]))
+
+
+def _usage(repo_id: str | None, run_name: str) -> list[str]:
+    name = repo_id or f"YOUR_USER/{run_name}"
+    where = "" if repo_id else " (the name you publish it under; `selfinstruct push RUN REPO_ID` fills it in)"
+    return [
+        "## Use\n",
+        f'```python\nfrom datasets import load_dataset\n\ndata = load_dataset("{name}")  # train and test splits\n```\n',
+        f"The Hub's dataset viewer reads the Parquet files that `configs:` above names{where}.\n",
+    ]
+
+
+def _structure() -> list[str]:
+    return [
+        "## Dataset structure\n",
         "Each row is one instance of a task:\n\n"
         "- `instruction`: the task, in natural language\n"
         "- `input`: optional context for the task (empty when the instruction stands alone)\n"
         "- `output`: the teacher's answer\n"
-        "- `task_id`: the task the instance belongs to (in the `hf` export; one task can have several instances)\n\n"
-        "Export the run with `selfinstruct export RUN --format hf|alpaca|jsonl|messages -o PATH`; the `hf` export "
-        "is a `datasets.DatasetDict` with `train` and `test` splits, loadable with `datasets.load_from_disk`.\n"
-    )
-    parts.append("## How the data was made\n")
+        "- `task_id`: the task the instance belongs to (one task can have several instances)\n\n"
+        "The `train` and `test` splits are split by task, so the instances of one task never straddle them. "
+        "`selfinstruct export RUN --format parquet|hf|alpaca|jsonl|messages -o PATH` writes the same rows "
+        "locally.\n",
+    ]
+
+
+def _how_made(figures: dict[str, Any]) -> list[str]:
+    ov, rounds = figures["overview"], figures["rounds"]
+    teacher, totals, threshold = ov["teacher"], rounds["totals"], ov["dedup_threshold"]
     fingerprint = f" (fingerprint `{teacher['fingerprint']}`)" if teacher["fingerprint"] else ""
-    threshold = ov["dedup_threshold"]
-    parts.append(
-        f"- **Teacher:** `{teacher['model']}` via {teacher['backend']}{fingerprint}.\n"
+    method_text = METHODS.get(str(ov["method"]), f"Method `{ov['method']}` (see the config below).")
+    seeds_file = ov.get("seeds_file") or ov["seeds_path"]
+    return [
+        "## How the data was made\n",
+        f"- **Teacher:** `{_model(ov)}` via {teacher['backend']}{fingerprint}.\n"
         f"- **Method:** {method_text}\n"
-        f"- **Seeds:** {ov['seeds']} human-written seed tasks (`{ov['seeds_path']}`).\n"
-        f"- **Filters:** every candidate passes rule-based instruction and instance filters, then ROUGE-L "
-        f"deduplication against the seeds and every kept instruction"
+        f"- **Seeds:** {ov['seeds']} human-written seed tasks (`{seeds_file}`).\n"
+        "- **Filters:** every candidate passes rule-based instruction and instance filters, then ROUGE-L "
+        "deduplication against the seeds and every kept instruction"
         + (f" (rejected above {threshold})" if threshold is not None else "")
-        + ". Every rejection is kept, with its reasons, in the run's `rejected.jsonl`."
-        + (f" Filter settings: {_settings(ov['filters'])}." if ov.get("filters") else "")
-        + "\n"
+        + ". Every rejection is kept, with its reasons, in the run's `rejected.jsonl`; the filter settings "
+        "are in the configuration under *Reproduce*.\n"
         f"- **Teacher work:** {_fmt(totals['requests'])} requests, {_fmt(totals['prompt_tokens'])} prompt and "
         f"{_fmt(totals['completion_tokens'])} completion tokens, {_fmt(totals['seconds'], ',.0f')} s of teacher "
         f"time over {rounds['count']} round(s)"
         + (f", cost ${totals['cost']:,.4f}" if isinstance(totals["cost"], int | float) else "")
-        + ".\n"
-    )
-    parts.append("### Counts\n")
-    funnel_rows = [
+        + ".\n",
+    ]
+
+
+def _counts(figures: dict[str, Any]) -> list[str]:
+    funnel = figures["funnel"]
+    rows = [
         [s["step"], _fmt(s.get("removed")) if "removed" in s else "", _fmt(s["count"])]
         for s in funnel["steps"]
     ]
-    funnel_rows += [
+    rows += [
         [f"not a candidate: {o['label']} (`{o['stage']}`)", _fmt(o["count"]), ""]
         for o in funnel["other_records"]
     ]
-    parts.append(_table(["step", "removed", "left"], funnel_rows) + "\n")
+    parts = ["### Counts\n", _table(["step", "removed", "left"], rows) + "\n"]
     if figures["reasons"]:
-        parts.append("\nRejection reasons (a rejected candidate can have several):\n")
         reason_rows = [
             [f"`{r['reason']}`", ", ".join(r["stages"]), _fmt(r["count"])] for r in figures["reasons"]
         ]
-        parts.append(_table(["reason", "stage", "count"], reason_rows) + "\n")
-    reviewed = human_card(figures.get("human"))
-    if reviewed:
-        parts.append(reviewed)
-    judged = judge_section(figures.get("judge"))
-    if judged:
-        parts.append(judged)
-    parts.append("## What the data looks like\n")
+        parts += [
+            "\nRejection reasons (a rejected candidate can have several):\n",
+            _table(["reason", "stage", "count"], reason_rows) + "\n",
+        ]
+    return parts
+
+
+def _looks(figures: dict[str, Any]) -> list[str]:
+    shares, lengths, nov, verbs = figures["shares"], figures["lengths"], figures["novelty"], figures["verbs"]
     look = [
         f"- Classification tasks: {shares['classification']:,} ({shares['classification_share']:.1%}); tasks with "
         f"an input: {shares['with_input']:,} ({shares['with_input_share']:.1%}); "
@@ -263,13 +289,43 @@ def render_card(
         what = "root verbs (spaCy parse)" if verbs["method"] == "spacy" else "leading words"
         top = ", ".join(f"{v['verb']} ({v['count']})" for v in verbs["verbs"][:10])
         look.append(f"- Most common {what}: {top}.")
-    parts.append("\n".join(look) + "\n")
-    parts.append("## Known limits\n")
-    parts.append("\n".join(f"- {limit}" for limit in known_limits(figures, license_id)) + "\n")
-    parts.append("## Reproduce\n")
-    parts.append(
-        "The run directory holds the resolved `config.yaml`; rerunning `selfinstruct generate --config "
-        f"{ov['run_dir']}/config.yaml --run-dir NEW_DIR` repeats the method, and `selfinstruct report` "
-        "rebuilds this card and the HTML report from the run's files.\n"
-    )
+    return ["## What the data looks like\n", "\n".join(look) + "\n"]
+
+
+def _reproduce(figures: dict[str, Any]) -> list[str]:
+    config = figures["overview"].get("config_public") or ""
+    parts = [
+        "## Reproduce\n",
+        "With the selfinstruct pipeline installed, save the configuration "
+        "below as `config.yaml` and run `selfinstruct generate --config config.yaml --run-dir runs/again`; "
+        "`selfinstruct report runs/again` rebuilds this card and the HTML report from the run's files.\n",
+    ]
+    if config:
+        parts.append(f"```yaml\n{config.rstrip()}\n```\n")
+    return parts
+
+
+def render_card(
+    figures: dict[str, Any],
+    *,
+    license_id: str | None = None,
+    pretty_name: str | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The README.md text for a run's dataset: Hub metadata, then one section after another."""
+    ov = figures["overview"]
+    license_id = license_id or infer_license(_model(ov))
+    pretty_name = pretty_name or f"selfinstruct {ov['run']}: {ov['method']} data from {_model(ov)}"
+    parts = [_yaml_header(figures, license_id, pretty_name), *_intro(figures, pretty_name)]
+    parts += _usage(repo_id, str(ov["run"])) + _structure() + _how_made(figures) + _counts(figures)
+    for section in (human_card(figures.get("human")), judge_section(figures.get("judge"))):
+        if section:
+            parts.append(section)
+    parts += _looks(figures)
+    parts += [
+        "## Known limits\n",
+        "\n".join(f"- {limit}" for limit in known_limits(figures, license_id)) + "\n",
+    ]
+    parts += _reproduce(figures)
+    parts += ["## Citation\n", "The method this data was made with:\n", CITATIONS]
     return "\n".join(parts)

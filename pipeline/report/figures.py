@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.report.human import human_figures
+from pipeline.report.public import display_path, hub_model_id, public_config
 from pipeline.run.judgments import judgment_figures, read_judgments
 from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES
@@ -413,6 +414,10 @@ def overview(run: RunData, seeds_path: Path, seed_count: int) -> dict[str, Any]:
         "method": summary.method,
         "teacher": teacher.model_dump() if teacher else unknown,
         "seeds_path": str(seeds_path),
+        # What published pages show (card, report.html): no path of this machine, Hub ids for models.
+        "seeds_file": display_path(seeds_path, run.run_dir),
+        "teacher_id": hub_model_id(teacher.model) if teacher else "",
+        "config_public": public_config(run.config, run.run_dir),
         "seeds": seed_count,
         "rounds": len(summary.rounds),
         "kept_tasks": len(run.tasks),

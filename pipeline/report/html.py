@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from pipeline.report.human import human_html
+from pipeline.report.public import hub_model_id
 
 SECTIONS = (
     ("overview", "Overview"),
@@ -169,16 +170,16 @@ def _overview(fig: dict[str, Any]) -> str:
     )
     rows = [
         ["method", escape(str(ov["method"]))],
-        ["teacher", escape(f"{teacher['backend']}: {teacher['model']}")],
+        ["teacher", escape(f"{teacher['backend']}: {hub_model_id(str(teacher['model']))}")],
         ["teacher fingerprint", f"<code>{escape(str(teacher['fingerprint']) or '–')}</code>"],
         ["teacher dtype", escape(_dtype(teacher))],
-        ["seeds", escape(f"{ov['seeds']} tasks from {ov['seeds_path']}")],
+        ["seeds", escape(f"{ov['seeds']} tasks from {ov['seeds_file']}")],
         ["decoding", escape(ov["decoding"])],
         [
             "dedup threshold (ROUGE-L)",
             escape(str(ov["dedup_threshold"]) if ov["dedup_threshold"] is not None else "–"),
         ],
-        ["run directory", f"<code>{escape(ov['run_dir'])}</code>"],
+        ["run", f"<code>{escape(ov['run'])}</code>"],
         ["summary updated", escape(updated)],
     ]
     notes = "".join(f'<div class="note">{escape(n)}</div>' for n in fig["notes"])
@@ -509,7 +510,7 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
     title = f"Run report: {ov['run']}"
     teacher = ov["teacher"]
     subtitle = (
-        f"{ov['method']} with {teacher['backend']}: {teacher['model']} · {ov['kept_tasks']:,} kept tasks · "
+        f"{ov['method']} with {teacher['backend']}: {hub_model_id(str(teacher['model']))} · {ov['kept_tasks']:,} kept tasks · "
         f"{ov['rounds']} round(s)"
     )
     generated = dt.datetime.now(tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

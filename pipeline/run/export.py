@@ -6,6 +6,8 @@ One example per instance: {"instruction", "input", "output"} (+ "task_id"). Form
 - messages: JSONL of {"messages": [user, assistant]} for TRL's conversational SFT;
 - hf:       a `datasets.DatasetDict` with train/test, saved with `save_to_disk`. The split is by
             task, so the instances of one task never straddle train and test.
+- parquet:  the same two splits as `data/train-00000-of-00001.parquet` and `data/test-...` in a folder,
+            the layout a Hub dataset repo serves (`load_dataset("user/name")`, the dataset viewer).
 Every export is written to a temporary path and renamed into place.
 """
 
@@ -28,9 +30,12 @@ from pipeline.run.filtering import Filters, apply_filters
 from pipeline.run.reader import Run
 from pipeline.run.schemas import MachineTask, SeedTask
 
-Format = Literal["alpaca", "jsonl", "messages", "hf"]
-FORMATS: tuple[str, ...] = ("alpaca", "jsonl", "messages", "hf")
+Format = Literal["alpaca", "jsonl", "messages", "hf", "parquet"]
+FORMATS: tuple[str, ...] = ("alpaca", "jsonl", "messages", "hf", "parquet")
+FOLDER_FORMATS = ("hf", "parquet")
 COLUMNS = ("instruction", "input", "output", "task_id")
+PARQUET_FILES = {"train": "data/train-00000-of-00001.parquet", "test": "data/test-00000-of-00001.parquet"}
+"""The parquet export's files, named as the Hub names a dataset's shards (the card's `configs:` too)."""
 
 
 def task_examples(tasks: list[MachineTask], seeds: list[SeedTask] | None = None) -> list[dict[str, Any]]:
@@ -79,15 +84,16 @@ def split_by_task(
 
 def check_export_target(out: Path, fmt: str) -> None:
     """Fail before the work on an `-o` that cannot be written, or whose replacement would lose data:
-    the `hf` export replaces a folder, so only a saved dataset (or an empty folder) may be there."""
-    if fmt != "hf":
+    the `hf` and `parquet` exports replace a folder, so only an export (or an empty folder) may be there."""
+    if fmt not in FOLDER_FORMATS:
         check_output_file(out, "-o")
         return
     check_output_dir(out, "-o")
     saved = (out / "dataset_dict.json").exists() or (out / "dataset_info.json").exists()
+    saved = saved or (all(p.name == "data" for p in out.glob("*")) and any(out.glob("data/*.parquet")))
     if out.is_dir() and any(out.iterdir()) and not saved:
         raise UserError(
-            f"-o {out}: the folder holds files that are not a saved dataset; the hf export replaces "
+            f"-o {out}: the folder holds files that are not a saved dataset; the {fmt} export replaces "
             "the whole folder, so give a new or empty folder"
         )
 
@@ -134,7 +140,7 @@ def export_run(
         )
     else:
         train, test = split_by_task(examples, test_size, seed)
-        _save_hf(train, test, out)
+        _save_folder(train, test, out, fmt)
         info.update(train=len(train), test=len(test))
     return info
 
@@ -153,7 +159,8 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _save_hf(train: list[dict[str, Any]], test: list[dict[str, Any]], out: Path) -> None:
+def _save_folder(train: list[dict[str, Any]], test: list[dict[str, Any]], out: Path, fmt: str) -> None:
+    """The splits as a saved DatasetDict (`hf`) or as Parquet files (`parquet`), replacing `out` atomically."""
     from datasets import Dataset, DatasetDict, Features, Value
 
     features = Features({name: Value("string") for name in COLUMNS})
@@ -168,7 +175,12 @@ def _save_hf(train: list[dict[str, Any]], test: list[dict[str, Any]], out: Path)
     try:
         # One shard per split: datasets writes no shard at all for an empty split, which it cannot load back.
         with _quiet_datasets():
-            data.save_to_disk(str(tmp / "data"), num_shards={name: 1 for name in data})
+            if fmt == "hf":
+                data.save_to_disk(str(tmp / "data"), num_shards={name: 1 for name in data})
+            else:
+                for split, path in PARQUET_FILES.items():
+                    (tmp / "data" / path).parent.mkdir(parents=True, exist_ok=True)
+                    data[split].to_parquet(str(tmp / "data" / path))
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "data")

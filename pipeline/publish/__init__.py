@@ -1,0 +1,1 @@
+"""Publishing a run: its dataset, card and report to a Hugging Face Hub dataset repo (`selfinstruct push`)."""
