@@ -541,7 +541,7 @@ def run_record(run_dir: Path) -> dict:
     figures. A replica's concurrency limit is a gauge of how the server coped (it follows the configured
     concurrency), not something the run decided."""
     run = RunDir(run_dir)
-    timing = {"seconds", "tokens_per_s", "wall_s"}
+    timing = {"seconds", "tokens_per_s", "wall_s", "startup_s"}
 
     def decided(row: dict) -> dict:
         out = {k: v for k, v in row.items() if k not in timing}

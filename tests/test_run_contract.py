@@ -48,6 +48,7 @@ def round_row(round_no: int, kept: int, **changes) -> dict:
         "rejected_by_stage": {"instruction": 2, "dedup": 1, "parse": round_no},
         "classification": {"no": 3, "yes": round_no},
         "wall_s": 3.25 * round_no,
+        "startup_s": 0.0,
     }
     row.update(changes)
     return row

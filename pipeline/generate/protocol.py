@@ -444,6 +444,8 @@ def _loop(
         if stop:
             return why, length.ran
         round_no = state.rounds_done + 1
+        # The first round of an invocation carries what came before it: the engine start, the set-up.
+        startup_s = time.monotonic() - length.started if length.ran == 0 else 0.0
         progress.round_started(round_no)
         before = teacher.usage.copy()
         started = time.perf_counter()
@@ -451,7 +453,7 @@ def _loop(
         present = _reconcile_pending(run, state, result, pending)
         pending = {"tasks": {}, "rejected": {}}
         row = _round_row(
-            round_no, result, teacher.usage.since(before).as_dict(), time.perf_counter() - started
+            round_no, result, teacher.usage.since(before).as_dict(), time.perf_counter() - started, startup_s
         )
         state.rounds.append(row)
         state.rounds_done = round_no
@@ -467,7 +469,9 @@ def _loop(
             after_commit(state, teacher)
 
 
-def _round_row(round_no: int, result: RoundResult, usage: dict[str, Any], wall_s: float) -> dict[str, Any]:
+def _round_row(
+    round_no: int, result: RoundResult, usage: dict[str, Any], wall_s: float, startup_s: float = 0.0
+) -> dict[str, Any]:
     """A round's line in state.json and summary.json."""
     rejected, by_stage = _rejection_row(result.rejections)
     return {
@@ -479,6 +483,7 @@ def _round_row(round_no: int, result: RoundResult, usage: dict[str, Any], wall_s
         "rejected_by_stage": by_stage,
         "classification": dict(result.labels),
         "wall_s": round(wall_s, 3),
+        "startup_s": round(startup_s, 3),
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.report.context import toy_teacher_caution
 from pipeline.report.human import human_card
 from pipeline.report.public import hub_model_id
 from pipeline.run.export import PARQUET_FILES
@@ -317,6 +318,9 @@ def render_card(
     license_id = license_id or infer_license(_model(ov))
     pretty_name = pretty_name or f"selfinstruct {ov['run']}: {ov['method']} data from {_model(ov)}"
     parts = [_yaml_header(figures, license_id, pretty_name), *_intro(figures, pretty_name)]
+    caution = toy_teacher_caution(str(ov["teacher"]["model"]))
+    if caution:
+        parts.append(f"> **Caution:** {caution}\n")
     parts += _usage(repo_id, str(ov["run"])) + _structure() + _how_made(figures) + _counts(figures)
     for section in (human_card(figures.get("human")), judge_section(figures.get("judge"))):
         if section:

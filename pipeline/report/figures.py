@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report.context import student_figures
 from pipeline.report.human import human_figures
 from pipeline.report.public import display_path, hub_model_id, public_config
 from pipeline.run.judgments import judgment_figures, read_judgments
@@ -348,7 +349,14 @@ def rounds(run: RunData) -> dict[str, Any]:
     totals: dict[str, Any] = {key: getattr(run.summary.totals, key) for key in ROUND_FIELDS}
     totals["kept_in_files"] = len(run.tasks)
     totals["rejected_in_files"] = len(run.rejections)
-    return {"rows": rows, "totals": totals, "count": len(rows)}
+    entries = run.summary.rounds
+    startups = [r.startup_s for r in entries if r.startup_s > 0]
+    timing = {
+        "wall_s": round(sum(r.wall_s for r in entries) + sum(startups), 3),
+        "startup_s": round(sum(startups), 3),
+        "invocations": len(startups),
+    }
+    return {"rows": rows, "totals": totals, "count": len(rows), "timing": timing}
 
 
 def sample_tasks(
@@ -468,6 +476,7 @@ def compute_report(
         "rounds": rounds(run),
         "sample": sample_tasks(run.tasks, sample, sample_seed),
         "judge": judgment_figures(run.tasks, read_judgments(run.run_dir)),
+        "student": student_figures(run.run_dir),
         "human": human_figures(run.run_dir),
         "notes": [*run.notes, *consistency(run, funnel_figures)],
     }

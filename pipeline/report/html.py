@@ -11,6 +11,7 @@ import datetime as dt
 from html import escape
 from typing import Any
 
+from pipeline.report.context import student_html, timing_html, toy_teacher_caution
 from pipeline.report.human import human_html
 from pipeline.report.public import hub_model_id
 
@@ -56,6 +57,7 @@ td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:no
 td.ex { color:#333; font-size:13px; max-width:560px; overflow-wrap:anywhere; }
 tr.total td { font-weight:600; border-top:2px solid var(--line); }
 img.chart { display:block; max-width:100%; height:auto; margin:8px auto; }
+.banner { max-width:1116px; margin:14px auto 0; font-size:15px; }
 .note { border-left:4px solid #d9822b; background:#fff6ea; padding:8px 12px; margin:10px 0; font-size:14px; }
 .method { border-left:4px solid var(--accent); background:#eef4fb; padding:8px 12px; margin:10px 0; font-size:14px; }
 .detail { color:var(--muted); font-size:12px; margin-top:2px; }
@@ -217,7 +219,7 @@ def _funnel(fig: dict[str, Any], plot: str | None) -> str:
             "in teacher replies before any candidate was parsed, and single instances dropped from tasks that "
             f"were kept.</p><table><tbody>{items}</tbody></table>"
         )
-    table = _table(["step", "removed", "left", "of candidates"], rows, {1, 2, 3})
+    table = _table(["step", "removed", "left", "left, share of candidates"], rows, {1, 2, 3})
     return lead + _img(plot, "funnel chart") + table + side
 
 
@@ -486,11 +488,21 @@ def _config(config_text: str) -> str:
     )
 
 
+def _caution(teacher: dict[str, Any]) -> str:
+    """At the very top, before any figure: what a toy teacher means for the data."""
+    text = toy_teacher_caution(str(teacher["model"]))
+    return (
+        f'<div class="note banner" id="teacher-caution"><b>Caution:</b> {escape(text)}</div>' if text else ""
+    )
+
+
 def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_text: str) -> str:
     """The whole page for `figures` (from pipeline.report.figures) with `plots` (from pipeline.report.plots)."""
     ov = figures["overview"]
     bodies = {
-        "overview": _overview(figures),
+        "overview": _overview(figures)
+        + timing_html(figures["rounds"].get("timing", {}))
+        + student_html(figures.get("student", [])),
         "funnel": _funnel(figures, plots.get("funnel")),
         "reasons": _reasons(figures, plots.get("reasons")),
         "novelty": _novelty(figures, plots.get("novelty")),
@@ -518,7 +530,7 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header><nav>{nav}</nav>"
+        f"<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header><nav>{nav}</nav>{_caution(teacher)}"
         f"<main>{sections}</main><footer>Written by <code>selfinstruct report</code> on {generated}.</footer>"
         "</body></html>\n"
     )

@@ -59,9 +59,16 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.3g}"
 
 
+def funnel_bars(funnel: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+    """The funnel's candidate steps to draw, and the teacher requests apart: requests are not candidates,
+    and on the same axis they would read as a step of the funnel."""
+    requests = [s for s in funnel["steps"] if s["step"].startswith("teacher requests")]
+    return [s for s in funnel["steps"] if s not in requests], (requests[0]["count"] if requests else None)
+
+
 @styled
 def plot_funnel(funnel: dict[str, Any]) -> str:
-    steps = funnel["steps"]
+    steps, requests = funnel_bars(funnel)
     labels = [s["step"] for s in steps]
     values = [s.get("removed", s["count"]) for s in steps]
     colors = [RED if "removed" in s else (GREEN if s["step"] == "kept tasks" else BLUE) for s in steps]
@@ -73,7 +80,8 @@ def plot_funnel(funnel: dict[str, Any]) -> str:
     ax.bar_label(bars, labels=[_fmt(v) for v in values], padding=3)
     ax.set_xlabel("count (red: removed at that stage)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("Funnel: teacher requests to kept tasks")
+    asked = f" (from {_fmt(requests)} teacher requests of all kinds)" if requests is not None else ""
+    ax.set_title(f"Funnel: candidate tasks to kept tasks{asked}")
     ax.set_xlim(0, max([*values, 1]) * 1.15)
     return to_data_uri(fig)
 

@@ -82,6 +82,11 @@ class RoundRow(TeacherUsage):
     rejected_by_stage: Counts
     classification: Counts = Field(description="the classification step's answers per label")
     wall_s: NonNegativeFloat = Field(description="wall-clock seconds of the whole round")
+    startup_s: NonNegativeFloat = Field(
+        0.0,
+        description="the first round of an invocation: seconds from the command's start to the round's "
+        "(engine start, seeds, ROUGE-L index); 0 for the other rounds and for runs from before the field",
+    )
 
 
 class Totals(TeacherUsage):
