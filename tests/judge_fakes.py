@@ -15,7 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from openai_fakes import ServedFake, completion, error, send_json
+from openai_fakes import ServedFake, completion, error, models_list, send_json
 
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.rundir import RunDir
@@ -65,6 +65,7 @@ class FakeJudge(ServedFake):
         self.model = model
         self.received: list[dict] = []
         self.answered: list[dict] = []
+        self.gets = 0
         self.lock = threading.Lock()
         fake = self
 
@@ -73,6 +74,11 @@ class FakeJudge(ServedFake):
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                with fake.lock:
+                    fake.gets += 1
+                send_json(self, 200, models_list(fake.model))
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

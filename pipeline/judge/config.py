@@ -32,6 +32,12 @@ class JudgeConfig(BaseModel):
     pairwise_template: str | None = Field(
         None, description="your own pairwise template (evaluate --judge); None = the bundled one"
     )
+    max_failures_in_a_row: int = Field(
+        3,
+        ge=1,
+        description="stop asking a judge after this many requests in a row failed on its side "
+        "(no answer, 5xx after the retries); what was answered is kept",
+    )
     max_field_chars: int = Field(
         800, ge=50, description="each instruction, input and output is clipped to this in the prompt"
     )

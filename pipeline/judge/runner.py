@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.core.locks import exclusive_lock
-from pipeline.judge.calls import ask_each
+from pipeline.judge.calls import Breaker, ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
 from pipeline.judge.prompts import JudgeTemplate, load_template, task_request
@@ -122,20 +122,30 @@ def judge_tasks(
     template: JudgeTemplate,
     config: JudgeConfig,
     progress: Progress | None = None,
+    breaker: Breaker | None = None,
 ) -> Counter[str]:
-    """Ask about `tasks` batch by batch, appending each batch's judgments; counts by status."""
+    """Ask about `tasks` batch by batch, appending each batch's judgments; counts by status.
+
+    When `breaker` opens (the judge is gone), what was answered is recorded and `JudgeUnavailable`
+    is raised: the tasks never asked keep no line and are asked by the next run.
+    """
     counts: Counter[str] = Counter()
     if progress is not None:
         progress.step("judge", len(tasks))
     on_done = progress.advance if progress is not None else None
+    breaker = breaker or Breaker(config.max_failures_in_a_row)
     for start in range(0, len(tasks), config.batch_size):
         batch = tasks[start : start + config.batch_size]
-        replies = ask_each(teacher, [task_request(template, t, config) for t in batch], on_done)
+        replies = ask_each(teacher, [task_request(template, t, config) for t in batch], on_done, breaker)
         judgments = [
-            to_judgment(t, r, teacher.identity, template.version) for t, r in zip(batch, replies, strict=True)
+            to_judgment(t, r, teacher.identity, template.version)
+            for t, r in zip(batch, replies, strict=True)
+            if r is not None
         ]
         append_judgments(run_dir, judgments)
         counts.update(j.status for j in judgments)
+        if breaker.open:
+            raise breaker.error(len(tasks) - counts.total())
     return counts
 
 
@@ -155,6 +165,7 @@ def judge_run(
     from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
     from pipeline.teachers.cache import CachedTeacher
+    from pipeline.teachers.preflight import check_reachable, unreachable_reason
 
     tasks = Run.open(run_dir).committed_tasks()
     template = load_template("task", config.template)
@@ -170,9 +181,11 @@ def judge_run(
                 for t in tasks
                 if needs_judging(t, current.get(t.id), judge.identity, template.version, rejudge_others)
             ]
-            counts = (
-                judge_tasks(run_dir, pending, judge, template, config, progress) if pending else Counter()
-            )
+            counts: Counter[str] = Counter()
+            if pending:
+                check_reachable(config.teacher, "judge")
+                breaker = Breaker(config.max_failures_in_a_row, lambda: unreachable_reason(config.teacher))
+                counts = judge_tasks(run_dir, pending, judge, template, config, progress, breaker)
     finally:
         if own:
             judge.close()

@@ -1,0 +1,155 @@
+"""A judge that is gone, hung or failing: `judge` says so in one line and stops asking, `generate` warns
+once and carries on, and no answer is asked for twice. Real local servers: a closed port, a socket that
+accepts and never answers, and `FakeJudge` answering 500s."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+from judge_fakes import (
+    FakeJudge,
+    body_key,
+    instruction_of,
+    judge_yaml,
+    make_run,
+    make_task,
+    read_lines,
+    verdict,
+)
+from openai_fakes import SilentServer, closed_port_url
+
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+GUARD_S = 600  # a hang guard only (the old code took hours here); nothing is asserted on time
+
+
+def judge_cli(run: Path, url: str) -> subprocess.CompletedProcess:
+    """`selfinstruct judge` with the default settings, pointed at `url`, in a process of its own."""
+    command = [sys.executable, "-m", "pipeline.cli", "judge", str(run), "--teacher", "openai"]
+    command += ["--model", "some-judge", "--base-url", url, "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=GUARD_S)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, url: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the judge server is not answering" in lines[0] and url in lines[0]
+
+
+def test_judge_on_a_closed_port_exits_with_one_line(tmp_path):
+    run = make_run(tmp_path / "run", [make_task(1, k) for k in range(3)])
+    url = closed_port_url()
+    result = judge_cli(run, url)
+    assert_one_line_error(result, url)
+    assert "cannot connect" in result.stderr
+    assert not (run / "judgments.jsonl").exists()
+
+
+def test_judge_on_a_silent_socket_exits_with_one_line(tmp_path):
+    run = make_run(tmp_path / "run", [make_task(1, k) for k in range(3)])
+    silent = SilentServer()
+    try:
+        result = judge_cli(run, silent.url)
+    finally:
+        silent.close()
+    assert_one_line_error(result, silent.url)
+    assert "no answer within" in result.stderr
+    assert not (run / "judgments.jsonl").exists()
+
+
+def test_a_judge_failing_every_request_is_dropped_after_three_in_a_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    server = FakeJudge(lambda body: (500, "the engine died"))
+    try:
+        run = make_run(tmp_path / "run", [make_task(1, k) for k in range(10)])
+        config = judge_yaml(tmp_path / "j.yaml", server.url, batch_size=4, teacher={"concurrency": 1})
+        result = CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--quiet"])
+        assert result.exit_code == 2, result.output
+        assert "stopped asking the judge: 3 requests in a row failed" in result.output
+        assert "7 task(s) left unjudged" in result.output
+        asked = {instruction_of(b) for b in server.received}
+        assert asked == {make_task(1, k).instruction for k in range(3)}  # the second batch never went out
+        lines = read_lines(run / "judgments.jsonl")
+        assert [line["status"] for line in lines] == ["failed"] * 3
+    finally:
+        server.close()
+
+
+def test_without_a_cache_a_failed_batch_asks_no_answered_request_again(tmp_path, monkeypatch):
+    """`judge --no-cache`: the one-by-one fallback after a failed batch sends only what was not answered."""
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+
+    def answer(body: dict) -> tuple[int, str]:
+        return (500, "this one always fails") if "bad" in instruction_of(body) else (200, verdict(4))
+
+    server = FakeJudge(answer)
+    try:
+        tasks = [make_task(1, k, instruction=f"{'bad' if k == 2 else 'good'} task {k}.") for k in range(6)]
+        run = make_run(tmp_path / "run", tasks)
+        config = judge_yaml(tmp_path / "j.yaml", server.url, teacher={"concurrency": 4})
+        args = ["judge", str(run), "--config", str(config), "--no-cache", "--json", "--quiet"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["counts"] == {"scored": 5, "failed": 1}
+        answered = Counter(body_key(b) for b in server.answered)
+        assert len(answered) == 5 and set(answered.values()) == {1}
+    finally:
+        server.close()
+
+
+def test_generate_with_a_dead_judge_warns_once_and_keeps_generating(tmp_path, monkeypatch):
+    from openai_fakes import SEED_TEXTS, write_seeds
+    from test_rounds import FakeTeacher  # the fake generation teacher
+
+    monkeypatch.setenv("SI_FAKE_KEY", "k")
+    teacher = FakeTeacher()
+    threading.Thread(target=teacher.serve_forever, daemon=True).start()
+    try:
+        config = {
+            "seeds": str(write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)),
+            "batch_size": 4,
+            "rounds": 2,
+            "decoding": {"constrained": "off"},
+            "teacher": {
+                "backend": "openai",
+                "model": "fake-teacher",
+                "base_urls": [teacher.url],
+                "api_key_env": "SI_FAKE_KEY",
+                "concurrency": 1,
+                "retry_base_s": 0.0,
+            },
+            "judge": {
+                "enabled": True,
+                "teacher": {
+                    "backend": "openai",
+                    "model": "gone-judge",
+                    "base_urls": [closed_port_url()],
+                    "max_retries": 0,  # so that the old code, which had no pre-flight, also ends quickly
+                },
+            },
+        }
+        path = tmp_path / "gen.yaml"
+        path.write_text(yaml.safe_dump(config))
+        run = tmp_path / "run"
+        result = CliRunner().invoke(main, ["generate", "--config", str(path), "--run-dir", str(run)])
+        assert result.exit_code == 0, result.output
+        output = " ".join(result.output.split())  # the console wraps long lines
+        assert output.count("judging stopped for the rest of this run") == 1, result.output
+        assert "the judge server is not answering" in output and f"selfinstruct judge {run}" in output
+        tasks = read_lines(run / "machine_tasks.jsonl")
+        assert {t["round"] for t in tasks} == {1, 2}  # both rounds generated
+        assert not (run / "judgments.jsonl").exists()  # left for a later `judge`
+    finally:
+        teacher.shutdown()
+        teacher.server_close()
