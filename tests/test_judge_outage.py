@@ -27,6 +27,7 @@ from judge_fakes import (
 from openai_fakes import SilentServer, closed_port_url
 
 from pipeline.cli import main
+from pipeline.run.judgments import read_judgments
 
 REPO = Path(__file__).resolve().parents[1]
 GUARD_S = 600  # a hang guard only (the old code took hours here); nothing is asserted on time
@@ -153,3 +154,47 @@ def test_generate_with_a_dead_judge_warns_once_and_keeps_generating(tmp_path, mo
     finally:
         teacher.shutdown()
         teacher.server_close()
+
+
+def test_a_newer_judges_failed_request_keeps_the_older_score(tmp_path, monkeypatch):
+    """A judge server that fails on some tasks the second time: the second judge's failures must not
+    hide the first judge's scores from `export --min-score`, and `judge` says whose scores count."""
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    asked: Counter[str] = Counter()
+    healed = threading.Event()
+    flaky = {make_task(1, k).instruction for k in (1, 3)}
+
+    def answer(body: dict) -> tuple[int, str]:
+        instruction = instruction_of(body)
+        asked[instruction] += 1
+        if asked[instruction] >= 2 and instruction in flaky and not healed.is_set():
+            return 500, "out of memory"
+        return 200, verdict(5 if body["model"] == "first-judge" else 4)
+
+    server = FakeJudge(answer)
+    try:
+        run = make_run(tmp_path / "run", [make_task(1, k) for k in range(6)])
+        first = judge_yaml(tmp_path / "first.yaml", server.url, model="first-judge")
+        second = judge_yaml(tmp_path / "second.yaml", server.url, model="second-judge")
+        assert CliRunner().invoke(main, ["judge", str(run), "--config", str(first), "--quiet"]).exit_code == 0
+        result = CliRunner().invoke(main, ["judge", str(run), "--config", str(second)])
+        assert result.exit_code == 0, result.output
+        output = " ".join(result.output.split())
+        assert "current scores by judge: second-judge" in output and ": 4 tasks · first-judge" in output
+        assert "2 failed" in output and "without a score" not in output  # the older scores stand in
+
+        out = tmp_path / "best.jsonl"
+        export = ["export", str(run), "--format", "jsonl", "-o", str(out), "--min-score", "4"]
+        assert CliRunner().invoke(main, export).exit_code == 0
+        assert len(out.read_text().splitlines()) == 6  # none dropped: 4 by the second judge, 2 by the first
+        current = {j.task_id: j for j in read_judgments(run).values()}
+        assert {current[make_task(1, k).id].judge.model for k in (1, 3)} == {"first-judge"}
+
+        # The second judge asks again only about what failed, and then its scores are current everywhere.
+        healed.set()
+        before = len(server.received)
+        again = CliRunner().invoke(main, ["judge", str(run), "--config", str(second), "--json", "--quiet"])
+        assert json.loads(again.stdout)["asked"] == 2 and len(server.received) - before == 2
+        assert {j.judge.model for j in read_judgments(run).values()} == {"second-judge"}
+    finally:
+        server.close()

@@ -182,6 +182,12 @@ def print_outcome(outcome: JudgeOutcome, figures: dict[str, Any], run_dir: str) 
             f"{figures['paper'][key]:.0%}",
         )
     console.print(table)
+    if figures["decided_by"]:
+        decided = " · ".join(
+            f"{row['model']} (prompt {row['prompt_version']}): {row['tasks']} tasks"
+            for row in figures["decided_by"]
+        )
+        console.print(f"current scores by judge: {decided}")
     if figures["caution"]:
         console.print(f"[yellow]caution:[/yellow] {figures['caution']}")
     histogram = "  ".join(f"{row['score']}: {row['count']}" for row in figures["histogram"])

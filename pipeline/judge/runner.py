@@ -1,10 +1,13 @@
 """`judge` on a run directory: score every kept task that has no current verdict from this judge.
 
 Which tasks are asked:
-- a task with no judgment, or whose last request failed, or whose text changed since it was judged;
+- never a task this judge (identity and prompt version) already answered for its current text,
+  scored or not (an unusable reply is final, and the cache would only hand it back);
+- a task with no judgment, or whose requests only failed, or whose text changed since it was judged;
 - with `rejudge_others` (the `judge` command), also a task whose current verdict came from another
-  judge (model identity) or another prompt version: the latest judge's verdict becomes the current
-  one, and the older lines stay in the file as history. The per-round hook of `generate` passes
+  judge (model identity) or another prompt version: the latest judge's score becomes the current
+  one, and the older lines stay in the file as history (a request of the new judge that fails leaves
+  the older score current; `pipeline/run/judgments.py`). The per-round hook of `generate` passes
   False, so it only fills in new tasks and never overwrites a verdict a stronger judge gave.
 
 Judgments are appended batch by batch, every request goes through the run's judge cache
@@ -25,7 +28,13 @@ from pipeline.judge.calls import Breaker, ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
 from pipeline.judge.prompts import JudgeTemplate, load_template, task_request
-from pipeline.run.judgments import Judgment, append_judgments, read_judgments, task_digest
+from pipeline.run.judgments import (
+    Judgment,
+    append_judgments,
+    current_judgments,
+    read_history,
+    task_digest,
+)
 from pipeline.run.schemas import MachineTask, TeacherIdentity
 from pipeline.teachers.base import Completion, Teacher
 
@@ -74,17 +83,25 @@ def judge_lock(run_dir: str | Path) -> Iterator[None]:
         yield
 
 
+def answered_by(history: list[Judgment], judge: TeacherIdentity, prompt_version: str) -> set[tuple[str, str]]:
+    """(task id, task digest) of every task this judge and prompt answered (scored or unscored)."""
+    return {
+        (j.task_id, j.task_digest)
+        for j in history
+        if j.status != "failed" and j.judge == judge and j.prompt_version == prompt_version
+    }
+
+
 def needs_judging(
-    task: MachineTask,
-    current: Judgment | None,
-    judge: TeacherIdentity,
-    prompt_version: str,
-    rejudge_others: bool,
+    task: MachineTask, current: Judgment | None, answered: set[tuple[str, str]], rejudge_others: bool
 ) -> bool:
-    if current is None or current.status == "failed" or current.task_digest != task_digest(task):
+    """Whether to ask about `task` (the module docstring's rules); `answered` from `answered_by`."""
+    digest = task_digest(task)
+    if (task.id, digest) in answered:
+        return False
+    if current is None or current.status == "failed" or current.task_digest != digest:
         return True
-    other = current.judge != judge or current.prompt_version != prompt_version
-    return rejudge_others and other
+    return rejudge_others  # the current verdict is another judge's (this one never answered)
 
 
 def to_judgment(
@@ -175,12 +192,10 @@ def judge_run(
     start = judge.usage.copy()
     try:
         with judge_lock(run_dir):
-            current = read_judgments(run_dir)
-            pending = [
-                t
-                for t in tasks
-                if needs_judging(t, current.get(t.id), judge.identity, template.version, rejudge_others)
-            ]
+            history = read_history(run_dir)
+            current = current_judgments(history)
+            answered = answered_by(history, judge.identity, template.version)
+            pending = [t for t in tasks if needs_judging(t, current.get(t.id), answered, rejudge_others)]
             counts: Counter[str] = Counter()
             if pending:
                 check_reachable(config.teacher, "judge")

@@ -2,8 +2,10 @@
 
 The file is append-only (one durable write per judged batch). A task can have several lines: a
 request that failed and was retried later, or a re-judge by another judge or prompt version. The
-*current* judgment of a task is its last line, so readers (export, train, report) see one verdict per
-task, always from the latest judge that answered for it.
+*current* judgment of a task is its last scored line: a failed request or an unusable reply never
+hides a verdict, so when a newer judge's request fails the older judge's score still counts (and the
+newer judge asks again next time). A task with no scored line shows its last line, so readers
+(export, train, report) see why it has no score.
 
 A judgment is one of three kinds: `scored` (the three questions, a 1-5 score and a reason),
 `unscored` (the judge answered, but not with a usable verdict; `reason` says what was wrong), and
@@ -84,15 +86,25 @@ def judgments_path(run_dir: str | Path) -> Path:
     return RunLayout(run_dir).judgments_path
 
 
-def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
-    """The current (last) judgment of each task id; {} when the run was never judged."""
+def read_history(run_dir: str | Path) -> list[Judgment]:
+    """Every line of judgments.jsonl in the order written; [] when the run was never judged."""
     path = judgments_path(run_dir)
-    if not path.exists():
-        return {}
+    return load_models(path, Judgment, skip_torn_tail=True) if path.exists() else []
+
+
+def current_judgments(history: Iterable[Judgment]) -> dict[str, Judgment]:
+    """Each task's current judgment: its last scored line, else its last line (see the module doc)."""
     current: dict[str, Judgment] = {}
-    for judgment in load_models(path, Judgment, skip_torn_tail=True):
-        current[judgment.task_id] = judgment
+    for judgment in history:
+        held = current.get(judgment.task_id)
+        if judgment.scored or held is None or not held.scored:
+            current[judgment.task_id] = judgment
     return current
+
+
+def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
+    """The current judgment of each task id; {} when the run was never judged."""
+    return current_judgments(read_history(run_dir))
 
 
 def append_judgments(run_dir: str | Path, judgments: list[Judgment]) -> None:
@@ -197,6 +209,7 @@ def judgment_figures(
     judges = Counter(
         (j.judge.backend, j.judge.model, j.judge.fingerprint, j.prompt_version) for j in current.values()
     )
+    decided = Counter((j.judge.backend, j.judge.model, j.prompt_version) for j in scored)
     order = sorted(scored, key=lambda j: (j.score or 0, j.task_id))[:lowest]
     statuses = Counter(j.status for j in current.values())
     unscored_reasons = Counter(j.reason.split(":")[0] for j in current.values() if j.status != "scored")
@@ -217,6 +230,10 @@ def judgment_figures(
         "judges": [
             {"backend": b, "model": m, "fingerprint": f, "prompt_version": v, "tasks": c}
             for (b, m, f, v), c in judges.most_common()
+        ],
+        "decided_by": [
+            {"backend": b, "model": m, "prompt_version": v, "tasks": c}
+            for (b, m, v), c in decided.most_common()
         ],
         "caution": judge_caution(model for _, model, _, _ in judges),
         "lowest": [
