@@ -198,3 +198,43 @@ def test_a_newer_judges_failed_request_keeps_the_older_score(tmp_path, monkeypat
         assert {j.judge.model for j in read_judgments(run).values()} == {"second-judge"}
     finally:
         server.close()
+
+
+def test_a_changed_judge_setting_rescores_and_says_why(tmp_path, monkeypatch):
+    """Raising `judge.decoding.max_tokens` (to fix truncated verdicts) asks every task again."""
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    server = FakeJudge(lambda body: (200, verdict(3 if body["max_tokens"] == 256 else 5)))
+    try:
+        run = make_run(tmp_path / "run", [make_task(1, k) for k in range(4)])
+        short_config = judge_yaml(tmp_path / "a.yaml", server.url)
+        long_config = judge_yaml(tmp_path / "b.yaml", server.url, decoding={"max_tokens": 512})
+        args = ["judge", str(run), "--quiet", "--json", "--config"]
+        assert json.loads(CliRunner().invoke(main, [*args, str(short_config)]).stdout)["asked"] == 4
+        assert json.loads(CliRunner().invoke(main, [*args, str(short_config)]).stdout)["asked"] == 0
+        result = CliRunner().invoke(main, ["judge", str(run), "--config", str(long_config)])
+        assert result.exit_code == 0, result.output
+        assert "asked because (tasks): 4 judge.decoding.max_tokens: 256 -> 512" in " ".join(
+            result.output.split()
+        )
+        assert {j.score for j in read_judgments(run).values()} == {5}
+        assert {j.settings["decoding"]["max_tokens"] for j in read_judgments(run).values()} == {512}
+        # The seed and the field limit are part of the version too.
+        seeded = judge_yaml(tmp_path / "c.yaml", server.url, decoding={"max_tokens": 512}, seed=7)
+        out = json.loads(CliRunner().invoke(main, [*args, str(seeded)]).stdout)
+        assert out["asked"] == 4 and out["reasons"] == {"judge.seed: 0 -> 7": 4}
+    finally:
+        server.close()
+
+
+def test_the_shared_engine_judge_records_the_engines_dtype():
+    """generate's judge on the generation engine computes in that engine's dtype, whatever its own
+    config says; its identity (and so its verdicts' version) must say so."""
+    from pipeline.judge.hook import _shared
+    from pipeline.teachers.config import EngineOptions, TeacherConfig
+    from pipeline.teachers.vllm_local import VLLMTeacher
+
+    engine_in_use = object()  # the shared `vllm.LLM`: never called here, only handed over
+    generation = VLLMTeacher(TeacherConfig(engine=EngineOptions(dtype="float32")), llm=engine_in_use)
+    judge = _shared(generation, TeacherConfig(engine=EngineOptions(dtype="bfloat16")))
+    assert judge is not None and judge.llm is engine_in_use
+    assert judge.identity.dtype == generation.identity.dtype == "float32"

@@ -170,6 +170,9 @@ def print_outcome(outcome: JudgeOutcome, figures: dict[str, Any], run_dir: str) 
         f"{outcome.asked} of {outcome.tasks} tasks ({usage.get('cache_hits', 0)} answers from the cache); "
         f"{counts.get('scored', 0)} scored, {counts.get('unscored', 0)} unscored, {counts.get('failed', 0)} failed"
     )
+    if outcome.reasons:
+        why = "; ".join(f"{n} {reason}" for reason, n in outcome.reasons.items())
+        console.print(f"asked because (tasks): {why}")
     table = Table(title=f"{run_dir}: {figures['scored']} of {figures['tasks']} tasks scored")
     table.add_column("question")
     table.add_column("this run", justify="right")

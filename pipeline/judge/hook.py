@@ -41,14 +41,19 @@ def shares_engine(generation: TeacherConfig, judge: TeacherConfig) -> bool:
 
 
 def _shared(teacher: Teacher, judge: TeacherConfig) -> Teacher | None:
-    """A judge on the generation's own vLLM engine (its cache wrapper taken off), or None."""
+    """A judge on the generation's own vLLM engine (its cache wrapper taken off), or None.
+
+    The engine's options are the generation's, not the judge config's: the judge's identity records
+    the dtype that actually runs.
+    """
     from pipeline.teachers.cache import CachedTeacher
     from pipeline.teachers.vllm_local import VLLMTeacher
 
     engine = teacher.inner if isinstance(teacher, CachedTeacher) else teacher
     if not isinstance(engine, VLLMTeacher):
         return None
-    return VLLMTeacher(judge, llm=engine.llm)
+    on_engine = judge.model_copy(update={"engine": engine.config.engine})
+    return VLLMTeacher(on_engine, llm=engine.llm, machine=engine.machine)
 
 
 @contextlib.contextmanager

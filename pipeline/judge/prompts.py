@@ -92,6 +92,16 @@ def load_template(kind: Kind, path: str | Path | None = None) -> JudgeTemplate:
     return JudgeTemplate(kind, text, str(source))
 
 
+def judge_settings(config: JudgeConfig) -> dict[str, Any]:
+    """Every setting besides the model and the template that can change a verdict: recorded on each
+    judgment, and a change re-scores (`pipeline.judge.runner`)."""
+    return {
+        "decoding": config.decoding.model_dump(mode="json"),
+        "seed": config.seed,
+        "max_field_chars": config.max_field_chars,
+    }
+
+
 def clip(text: str, limit: int) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit].rstrip() + CLIPPED

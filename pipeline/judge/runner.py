@@ -27,7 +27,7 @@ from pipeline.core.locks import exclusive_lock
 from pipeline.judge.calls import Breaker, ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
-from pipeline.judge.prompts import JudgeTemplate, load_template, task_request
+from pipeline.judge.prompts import JudgeTemplate, judge_settings, load_template, task_request
 from pipeline.run.judgments import (
     Judgment,
     append_judgments,
@@ -57,6 +57,8 @@ class JudgeOutcome:
     prompt_version: str
     tasks: int
     asked: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Why the asked tasks were asked (a setting that changed, a failed request, ...) and how many."""
     counts: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +68,7 @@ class JudgeOutcome:
             "prompt_version": self.prompt_version,
             "tasks": self.tasks,
             "asked": self.asked,
+            "reasons": self.reasons,
             "counts": self.counts,
             "usage": self.usage,
         }
@@ -83,35 +86,77 @@ def judge_lock(run_dir: str | Path) -> Iterator[None]:
         yield
 
 
-def answered_by(history: list[Judgment], judge: TeacherIdentity, prompt_version: str) -> set[tuple[str, str]]:
-    """(task id, task digest) of every task this judge and prompt answered (scored or unscored)."""
+@dataclass(frozen=True)
+class JudgeVersion:
+    """Everything that decides a verdict besides the task: the model (with the dtype that ran), the
+    prompt version (template and schema) and the settings of `judge_settings`."""
+
+    judge: TeacherIdentity
+    prompt_version: str
+    settings: dict[str, Any]
+
+    def differences(self, judgment: Judgment) -> list[str]:
+        """What differs between the judge that wrote `judgment` and this one ([] = the same judge).
+
+        Settings a line does not record (written before they were) are not compared, like a dtype.
+        """
+        out = judgment.judge.differences(self.judge)
+        if judgment.prompt_version != self.prompt_version:
+            out.append(f"judge prompt version: {judgment.prompt_version} -> {self.prompt_version}")
+        if judgment.settings:
+            old, new = _flat(judgment.settings), _flat(self.settings)
+            for key in sorted(set(old) | set(new)):
+                if old.get(key, "<unset>") != new.get(key, "<unset>"):
+                    out.append(f"judge.{key}: {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}")
+        return out
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def answered_by(history: list[Judgment], version: JudgeVersion) -> set[tuple[str, str]]:
+    """(task id, task digest) of every task this judge version answered (scored or unscored)."""
     return {
-        (j.task_id, j.task_digest)
-        for j in history
-        if j.status != "failed" and j.judge == judge and j.prompt_version == prompt_version
+        (j.task_id, j.task_digest) for j in history if j.status != "failed" and not version.differences(j)
     }
 
 
-def needs_judging(
-    task: MachineTask, current: Judgment | None, answered: set[tuple[str, str]], rejudge_others: bool
-) -> bool:
-    """Whether to ask about `task` (the module docstring's rules); `answered` from `answered_by`."""
+def why_judged(
+    task: MachineTask,
+    current: Judgment | None,
+    answered: set[tuple[str, str]],
+    version: JudgeVersion,
+    rejudge_others: bool,
+) -> str | None:
+    """Why to ask about `task` (the module docstring's rules), or None to leave it."""
     digest = task_digest(task)
     if (task.id, digest) in answered:
-        return False
-    if current is None or current.status == "failed" or current.task_digest != digest:
-        return True
-    return rejudge_others  # the current verdict is another judge's (this one never answered)
+        return None
+    if current is None:
+        return "not judged yet"
+    if current.status == "failed":
+        return "the last request failed"
+    if current.task_digest != digest:
+        return "the task's text changed"
+    if not rejudge_others:
+        return None
+    return "; ".join(version.differences(current)) or "another judge"
 
 
-def to_judgment(
-    task: MachineTask, reply: Completion | Unusable, judge: TeacherIdentity, prompt_version: str
-) -> Judgment:
+def to_judgment(task: MachineTask, reply: Completion | Unusable, version: JudgeVersion) -> Judgment:
     """The record of one answer: scored, unscored with what was wrong, or failed (asked again next time)."""
     base = {
         "task_id": task.id,
-        "judge": judge,
-        "prompt_version": prompt_version,
+        "judge": version.judge,
+        "prompt_version": version.prompt_version,
+        "settings": version.settings,
         "task_digest": task_digest(task),
     }
     if isinstance(reply, Unusable):
@@ -154,11 +199,8 @@ def judge_tasks(
     for start in range(0, len(tasks), config.batch_size):
         batch = tasks[start : start + config.batch_size]
         replies = ask_each(teacher, [task_request(template, t, config) for t in batch], on_done, breaker)
-        judgments = [
-            to_judgment(t, r, teacher.identity, template.version)
-            for t, r in zip(batch, replies, strict=True)
-            if r is not None
-        ]
+        version = JudgeVersion(teacher.identity, template.version, judge_settings(config))
+        judgments = [to_judgment(t, r, version) for t, r in zip(batch, replies, strict=True) if r is not None]
         append_judgments(run_dir, judgments)
         counts.update(j.status for j in judgments)
         if breaker.open:
@@ -194,8 +236,10 @@ def judge_run(
         with judge_lock(run_dir):
             history = read_history(run_dir)
             current = current_judgments(history)
-            answered = answered_by(history, judge.identity, template.version)
-            pending = [t for t in tasks if needs_judging(t, current.get(t.id), answered, rejudge_others)]
+            version = JudgeVersion(judge.identity, template.version, judge_settings(config))
+            answered = answered_by(history, version)
+            why = {t.id: why_judged(t, current.get(t.id), answered, version, rejudge_others) for t in tasks}
+            pending = [t for t in tasks if why[t.id] is not None]
             counts: Counter[str] = Counter()
             if pending:
                 check_reachable(config.teacher, "judge")
@@ -209,6 +253,7 @@ def judge_run(
         prompt_version=template.version,
         tasks=len(tasks),
         asked=len(pending),
+        reasons=dict(Counter(why[t.id] for t in pending).most_common()),
         counts=dict(counts),
         usage=judge.usage.since(start).as_dict(),
     )

@@ -62,6 +62,11 @@ class Judgment(BaseModel):
     reason: str = Field("", description="the judge's sentence when scored; what went wrong otherwise")
     judge: TeacherIdentity
     prompt_version: str
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the judge settings that can change a verdict (decoding, seed, field limit); "
+        "{} on lines written before they were recorded",
+    )
     task_digest: str = Field(description="hash of the judged text: a verdict holds only for that text")
     parsed: Literal["json", "tolerant"] | None = Field(None, description="how the reply was read")
     reply: str = Field("", description="the judge's raw reply (clipped) when it was not usable")
