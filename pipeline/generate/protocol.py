@@ -306,6 +306,7 @@ def run_generation(
                     teacher,
                     chat=config.prompt_style == "chat",
                     saved=state.constrained,
+                    base_urls=config.teacher.base_urls if config.teacher.backend == "openai" else [],
                 )
                 if decided != state.constrained:
                     # Kept before the first request, so a run killed in its first round resumes
