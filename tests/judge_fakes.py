@@ -66,6 +66,7 @@ class FakeJudge(ServedFake):
         self.received: list[dict] = []
         self.answered: list[dict] = []
         self.gets = 0
+        self.max_model_len: int | None = None  # what GET /models reports, as vLLM does, when set
         self.lock = threading.Lock()
         fake = self
 
@@ -78,7 +79,10 @@ class FakeJudge(ServedFake):
             def do_GET(self) -> None:
                 with fake.lock:
                     fake.gets += 1
-                send_json(self, 200, models_list(fake.model))
+                listed = models_list(fake.model)
+                if fake.max_model_len is not None:
+                    listed["data"][0]["max_model_len"] = fake.max_model_len
+                send_json(self, 200, listed)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -27,7 +27,9 @@ from judge_fakes import (
 from openai_fakes import SilentServer, closed_port_url
 
 from pipeline.cli import main
+from pipeline.judge.prompts import CLIPPED
 from pipeline.run.judgments import read_judgments
+from pipeline.run.schemas import Instance
 
 REPO = Path(__file__).resolve().parents[1]
 GUARD_S = 600  # a hang guard only (the old code took hours here); nothing is asserted on time
@@ -238,3 +240,75 @@ def test_the_shared_engine_judge_records_the_engines_dtype():
     judge = _shared(generation, TeacherConfig(engine=EngineOptions(dtype="bfloat16")))
     assert judge is not None and judge.llm is engine_in_use
     assert judge.identity.dtype == generation.identity.dtype == "float32"
+
+
+ESSAY = " ".join(
+    f"Sentence {k} of a long, correct essay about rivers, complete and on topic." for k in range(60)
+)
+
+
+def rubric_following_answer(full_output: str):
+    """A judge that does what the bundled rubric says: an output cut off is not correct, unless the
+    rubric says the cut was made by the pipeline and is not a defect."""
+
+    def answer(body: dict) -> tuple[int, str]:
+        prompt = body["messages"][-1]["content"]
+        shown = prompt.split("\nOutput: ", 1)[1].split("\n\nReply with a JSON object", 1)[0]
+        excused = "do not count that cut as a defect" in prompt and shown.endswith(CLIPPED)
+        whole = shown == full_output
+        return 200, verdict(5 if whole or excused else 2, correct=whole or excused)
+
+    return answer
+
+
+def test_a_long_correct_output_is_shown_whole_and_not_penalised(tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    server = FakeJudge(rubric_following_answer(ESSAY))
+    try:
+        run = make_run(tmp_path / "run", [make_task(1, 0, instances=[Instance(input="", output=ESSAY)])])
+        config = judge_yaml(tmp_path / "j.yaml", server.url)
+        assert (
+            CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--quiet"]).exit_code == 0
+        )
+        assert ESSAY in server.received[0]["messages"][-1]["content"]  # 4,500 characters, not clipped
+        (judgment,) = read_judgments(run).values()
+        assert judgment.correct_output is True and judgment.score == 5
+        assert judgment.settings["context_tokens"] == 8192  # what a server that does not say is assumed
+    finally:
+        server.close()
+
+
+def test_where_the_context_forces_a_clip_the_rubric_excuses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    long_output = ESSAY * 3
+    server = FakeJudge(rubric_following_answer(long_output))
+    try:
+        run = make_run(
+            tmp_path / "run", [make_task(1, 0, instances=[Instance(input="", output=long_output)])]
+        )
+        config = judge_yaml(tmp_path / "j.yaml", server.url, context_tokens=2048)
+        assert (
+            CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--quiet"]).exit_code == 0
+        )
+        prompt = server.received[0]["messages"][-1]["content"]
+        assert CLIPPED in prompt and len(prompt) <= (2048 - 256) * 3  # fits the judge's context
+        (judgment,) = read_judgments(run).values()
+        assert judgment.correct_output is True
+    finally:
+        server.close()
+
+
+def test_the_context_length_comes_from_the_servers_model_list(tmp_path, monkeypatch):
+    """vLLM's /v1/models reports `max_model_len`; the judge fits its prompts to it."""
+    from pipeline.judge.context import judge_context_tokens
+    from pipeline.teachers.config import TeacherConfig
+
+    server = FakeJudge(lambda body: (200, verdict(4)), model="served-judge")
+    try:
+        served = TeacherConfig(backend="openai", model="served-judge", base_urls=[server.url])
+        assert judge_context_tokens(served) == 8192  # the fake's list gives no length: the default
+        server.max_model_len = 1024
+        assert judge_context_tokens(served) == 1024
+        assert judge_context_tokens(TeacherConfig(backend="vllm", engine={"max_model_len": 512})) == 512
+    finally:
+        server.close()

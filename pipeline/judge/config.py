@@ -38,8 +38,14 @@ class JudgeConfig(BaseModel):
         description="stop asking a judge after this many requests in a row failed on its side "
         "(no answer, 5xx after the retries); what was answered is kept",
     )
-    max_field_chars: int = Field(
-        800, ge=50, description="each instruction, input and output is clipped to this in the prompt"
+    context_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="the judge's context length in tokens; None: the engine's max_model_len (or the "
+        "model's), what the server's /models reports, else 8192. Fields are clipped only past it",
+    )
+    max_field_chars: int | None = Field(
+        None, ge=50, description="an extra cap on each instruction, input and output; None: only the context"
     )
 
 

@@ -130,8 +130,12 @@ def judge_pairs(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """`compare` with the configured judge, built here (cached under `cache_dir` when given) and closed."""
+    from pipeline.judge.runner import with_context
     from pipeline.teachers import make_teacher
+    from pipeline.teachers.preflight import check_reachable
 
+    check_reachable(config.teacher, "judge")
+    config = with_context(config)
     teacher = make_teacher(config.teacher, Path(cache_dir) if cache_dir is not None else None)
     try:
         return compare(rows, teacher, config, quiet=quiet)

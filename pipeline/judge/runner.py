@@ -74,6 +74,15 @@ class JudgeOutcome:
         }
 
 
+def with_context(config: JudgeConfig) -> JudgeConfig:
+    """`config` with the judge's context length filled in (`judge/context.py`), which the prompts fit."""
+    from pipeline.judge.context import judge_context_tokens
+
+    if config.context_tokens is not None:
+        return config
+    return config.model_copy(update={"context_tokens": judge_context_tokens(config.teacher)})
+
+
 def judge_cache_dir(run_dir: str | Path) -> Path:
     return Path(run_dir).joinpath(*JUDGE_CACHE)
 
@@ -228,6 +237,8 @@ def judge_run(
 
     tasks = Run.open(run_dir).committed_tasks()
     template = load_template("task", config.template)
+    check_reachable(config.teacher, "judge")
+    config = with_context(config)
     own = teacher is None
     base = make_teacher(config.teacher) if teacher is None else teacher
     judge: Teacher = CachedTeacher(base, judge_cache_dir(run_dir)) if config.teacher.cache else base
@@ -242,7 +253,6 @@ def judge_run(
             pending = [t for t in tasks if why[t.id] is not None]
             counts: Counter[str] = Counter()
             if pending:
-                check_reachable(config.teacher, "judge")
                 breaker = Breaker(config.max_failures_in_a_row, lambda: unreachable_reason(config.teacher))
                 counts = judge_tasks(run_dir, pending, judge, template, config, progress, breaker)
     finally:

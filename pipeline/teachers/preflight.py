@@ -41,6 +41,34 @@ def probe_url(url: str, api_key: str | None, timeout_s: float) -> str | None:
     return None
 
 
+def served_context_tokens(config: TeacherConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> int | None:
+    """The context length a server reports for the configured model (vLLM's /models lists it as
+    `max_model_len`); None when no base URL says (a hosted API, an older server, no answer)."""
+    import httpx
+
+    from pipeline.teachers.openai_compat import tls_context
+    from pipeline.teachers.runtime import served_name
+
+    if config.backend != "openai":
+        return None
+    api_key = os.environ.get(config.api_key_env)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    for url in config.base_urls:
+        try:
+            response = httpx.get(
+                f"{url.rstrip('/')}/models", headers=headers, timeout=timeout_s, verify=tls_context()
+            )
+            models = response.json().get("data", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+        for entry in models if isinstance(models, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == served_name(config.model):
+                value = entry.get("max_model_len")
+                if isinstance(value, int) and value > 0:
+                    return value
+    return None
+
+
 def unreachable_reason(config: TeacherConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str | None:
     """None when the teacher can be asked (in-process, or one base URL answers), else why not."""
     if config.backend != "openai" or not config.base_urls:
