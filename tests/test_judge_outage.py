@@ -21,6 +21,7 @@ from judge_fakes import (
     judge_yaml,
     make_run,
     make_task,
+    prompt_of,
     read_lines,
     verdict,
 )
@@ -310,5 +311,40 @@ def test_the_context_length_comes_from_the_servers_model_list(tmp_path, monkeypa
         server.max_model_len = 1024
         assert judge_context_tokens(served) == 1024
         assert judge_context_tokens(TeacherConfig(backend="vllm", engine={"max_model_len": 512})) == 512
+    finally:
+        server.close()
+
+
+def test_the_paper_comparable_figure_judges_one_seeded_random_instance(tmp_path, monkeypatch):
+    """The paper's expert saw one random instance a task; a task whose second instance is wrong is
+    not all-correct, but its paper-comparable verdict depends on the instance drawn."""
+    from pipeline.judge.sample import sampled_instance
+
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+
+    def answer(body: dict) -> tuple[int, str]:
+        wrong = "Output: wrong answer" in prompt_of(body)
+        return 200, verdict(2 if wrong else 5, correct=not wrong)
+
+    server = FakeJudge(answer)
+    try:
+        good, bad = Instance(input="", output="right answer"), Instance(input="", output="wrong answer")
+        tasks = [make_task(1, k, instances=[good, bad]) for k in range(12)]
+        run = make_run(tmp_path / "run", tasks)
+        config = judge_yaml(tmp_path / "j.yaml", server.url)
+        result = CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--json", "--quiet"])
+        assert result.exit_code == 0, result.output
+        figures = json.loads(result.stdout)["figures"]
+        drawn = [sampled_instance(t, 0) for t in tasks]
+        assert 0 < drawn.count(1) < len(tasks)  # the seeded draw picks both instances across tasks
+        assert figures["sampled"] == 12
+        assert figures["yes"]["correct_output"] == drawn.count(0)  # right where the good one was drawn
+        assert figures["yes_all_instances"]["correct_output"] == 0  # every task has a wrong instance
+        current = read_judgments(run)
+        assert [current[t.id].sampled_instance for t in tasks] == drawn
+        assert len(server.received) == 24  # the whole task, and its drawn instance alone
+        # The draw is seeded: a rerun asks nothing and the figures stay.
+        again = CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--json", "--quiet"])
+        assert json.loads(again.stdout)["asked"] == 0 and json.loads(again.stdout)["figures"] == figures
     finally:
         server.close()

@@ -175,14 +175,16 @@ def print_outcome(outcome: JudgeOutcome, figures: dict[str, Any], run_dir: str) 
         console.print(f"asked because (tasks): {why}")
     table = Table(title=f"{run_dir}: {figures['scored']} of {figures['tasks']} tasks scored")
     table.add_column("question")
-    table.add_column("this run", justify="right")
-    table.add_column("Self-Instruct paper", justify="right")
+    table.add_column(f"this run, one random instance ({figures['sampled']} tasks)", justify="right")
+    table.add_column("Self-Instruct paper (one instance)", justify="right")
+    table.add_column("this run, every instance", justify="right")
     for key in ("valid_instruction", "appropriate_input", "correct_output", "all_valid"):
-        share = figures["shares"][key]
+        share, every = figures["shares"][key], figures["shares_all_instances"][key]
         table.add_row(
             figures["labels"][key],
             "-" if share is None else f"{share:.0%} ({figures['yes'][key]})",
             f"{figures['paper'][key]:.0%}",
+            "-" if every is None else f"{every:.0%} ({figures['yes_all_instances'][key]})",
         )
     console.print(table)
     if figures["decided_by"]:

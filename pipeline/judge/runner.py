@@ -28,7 +28,9 @@ from pipeline.judge.calls import Breaker, ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
 from pipeline.judge.prompts import JudgeTemplate, judge_settings, load_template, task_request
+from pipeline.judge.sample import sampled_instance, with_one_instance
 from pipeline.run.judgments import (
+    QUESTIONS,
     Judgment,
     append_judgments,
     current_judgments,
@@ -36,7 +38,7 @@ from pipeline.run.judgments import (
     task_digest,
 )
 from pipeline.run.schemas import MachineTask, TeacherIdentity
-from pipeline.teachers.base import Completion, Teacher
+from pipeline.teachers.base import Completion, Request, Teacher
 
 JUDGE_CACHE = ("cache", "judge")
 LOCK_FILE = ".judge.lock"
@@ -159,8 +161,15 @@ def why_judged(
     return "; ".join(version.differences(current)) or "another judge"
 
 
-def to_judgment(task: MachineTask, reply: Completion | Unusable, version: JudgeVersion) -> Judgment:
-    """The record of one answer: scored, unscored with what was wrong, or failed (asked again next time)."""
+def to_judgment(
+    task: MachineTask,
+    reply: Completion | Unusable,
+    version: JudgeVersion,
+    sample: tuple[int, Completion | Unusable] | None = None,
+) -> Judgment:
+    """The record of one task's answers: scored, unscored with what was wrong, or failed (asked again
+    next time). `sample` is (instance index, the answer about that instance alone) for a task with
+    several instances; a one-instance task's answer serves both (`pipeline.judge.sample`)."""
     base = {
         "task_id": task.id,
         "judge": version.judge,
@@ -168,22 +177,49 @@ def to_judgment(task: MachineTask, reply: Completion | Unusable, version: JudgeV
         "settings": version.settings,
         "task_digest": task_digest(task),
     }
-    if isinstance(reply, Unusable):
-        return Judgment(status="failed", reason=str(reply), **base)
-    text, finish = reply.texts[0], reply.finish_reasons[0]
-    verdict = read_task_verdict(text, finish)
-    if isinstance(verdict, TaskVerdict):
-        return Judgment(
-            status="scored",
-            valid_instruction=verdict.valid_instruction,
-            appropriate_input=verdict.appropriate_input,
-            correct_output=verdict.correct_output,
-            score=verdict.score,
-            reason=verdict.reason,
-            parsed=verdict.parsed,
-            **base,
-        )
-    return Judgment(status="unscored", reason=str(verdict), reply=text[:REPLY_CHARS], **base)
+    index, one = sample if sample is not None else (0, reply)
+    for answer in (reply, one):
+        if isinstance(answer, Unusable):
+            return Judgment(status="failed", reason=str(answer), **base)
+    assert isinstance(reply, Completion) and isinstance(one, Completion)
+    verdict = read_task_verdict(reply.texts[0], reply.finish_reasons[0])
+    sampled = read_task_verdict(one.texts[0], one.finish_reasons[0]) if one is not reply else verdict
+    for got, answer, what in ((verdict, reply, ""), (sampled, one, "the sampled instance: ")):
+        if not isinstance(got, TaskVerdict):
+            return Judgment(
+                status="unscored", reason=what + str(got), reply=answer.texts[0][:REPLY_CHARS], **base
+            )
+    assert isinstance(verdict, TaskVerdict) and isinstance(sampled, TaskVerdict)
+    return Judgment(
+        status="scored",
+        valid_instruction=verdict.valid_instruction,
+        appropriate_input=verdict.appropriate_input,
+        correct_output=verdict.correct_output,
+        score=verdict.score,
+        reason=verdict.reason,
+        parsed=verdict.parsed,
+        sampled_instance=index,
+        sampled={q: getattr(sampled, q) for q in QUESTIONS},
+        **base,
+    )
+
+
+def _requests(
+    batch: list[MachineTask], template: JudgeTemplate, config: JudgeConfig
+) -> tuple[list[Request], list[tuple[int, int | None, int]]]:
+    """Each task's request, plus one about its sampled instance when it has several; per task (its
+    request's position, the sampled request's position or None, the sampled index)."""
+    requests: list[Request] = []
+    where: list[tuple[int, int | None, int]] = []
+    for task in batch:
+        index = sampled_instance(task, config.seed)
+        first, second = len(requests), None
+        requests.append(task_request(template, task, config))
+        if len(task.instances) > 1:
+            second = len(requests)
+            requests.append(task_request(template, with_one_instance(task, index), config))
+        where.append((first, second, index))
+    return requests, where
 
 
 def judge_tasks(
@@ -202,14 +238,21 @@ def judge_tasks(
     """
     counts: Counter[str] = Counter()
     if progress is not None:
-        progress.step("judge", len(tasks))
+        progress.step("judge", sum(1 + (len(t.instances) > 1) for t in tasks))
     on_done = progress.advance if progress is not None else None
     breaker = breaker or Breaker(config.max_failures_in_a_row)
+    version = JudgeVersion(teacher.identity, template.version, judge_settings(config))
     for start in range(0, len(tasks), config.batch_size):
         batch = tasks[start : start + config.batch_size]
-        replies = ask_each(teacher, [task_request(template, t, config) for t in batch], on_done, breaker)
-        version = JudgeVersion(teacher.identity, template.version, judge_settings(config))
-        judgments = [to_judgment(t, r, version) for t, r in zip(batch, replies, strict=True) if r is not None]
+        requests, where = _requests(batch, template, config)
+        replies = ask_each(teacher, requests, on_done, breaker)
+        judgments = []
+        for task, (first, second, index) in zip(batch, where, strict=True):
+            reply, one = replies[first], replies[second] if second is not None else None
+            if reply is None or (second is not None and one is None):
+                continue  # never asked: the breaker opened
+            sample = (index, one) if one is not None else None
+            judgments.append(to_judgment(task, reply, version, sample))
         append_judgments(run_dir, judgments)
         counts.update(j.status for j in judgments)
         if breaker.open:

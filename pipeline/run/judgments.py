@@ -68,6 +68,14 @@ class Judgment(BaseModel):
         "{} on lines written before they were recorded",
     )
     task_digest: str = Field(description="hash of the judged text: a verdict holds only for that text")
+    sampled_instance: int | None = Field(
+        None, description="the instance (0-based, a seeded draw) the paper-comparable answers are about"
+    )
+    sampled: dict[str, bool] | None = Field(
+        None,
+        description="the three answers about that one instance alone, as the paper's review asked them "
+        "(None on lines written before they were asked)",
+    )
     parsed: Literal["json", "tolerant"] | None = Field(None, description="how the reply was read")
     reply: str = Field("", description="the judge's raw reply (clipped) when it was not usable")
     created_at: float = Field(default_factory=time.time)
@@ -192,24 +200,40 @@ def judge_caution(models: Iterable[str]) -> str | None:
 
 
 # -- figures for the report and the dataset card ---------------------------------------------------
+def one_instance_answers(judgment: Judgment, task: MachineTask) -> dict[str, bool] | None:
+    """The paper-comparable answers of a scored judgment: about its one sampled instance (for a
+    one-instance task the whole verdict is that); None for an older line that never asked."""
+    if judgment.sampled is not None:
+        return {q: bool(judgment.sampled.get(q)) for q in QUESTIONS}
+    if len(task.instances) == 1:
+        return {q: bool(getattr(judgment, q)) for q in QUESTIONS}
+    return None
+
+
+def _shares(answers: list[dict[str, bool]]) -> tuple[dict[str, int], dict[str, float | None]]:
+    """Yes counts and shares per question and for all three, over `answers`."""
+    yes = {q: sum(a[q] for a in answers) for q in QUESTIONS}
+    yes["all_valid"] = sum(all(a.values()) for a in answers)
+    return yes, {k: (v / len(answers) if answers else None) for k, v in yes.items()}
+
+
 def judgment_figures(
     tasks: list[MachineTask], judgments: dict[str, Judgment], lowest: int = 5
 ) -> dict[str, Any]:
-    """The paper's table for this run (share of yes per question and all three), the score histogram,
-    the lowest-scored tasks, and which judge(s) gave the verdicts. Shares are over scored tasks."""
+    """The paper's table for this run (share of yes per question and all three, on one seeded random
+    instance a task as the paper's review did; `shares_all_instances`: every instance right), the
+    score histogram, the lowest-scored tasks, and which judge(s) gave the verdicts. Shares are over
+    scored tasks."""
     by_id = {t.id: t for t in tasks}
     current = {
         tid: j for tid, j in judgments.items() if tid in by_id and j.task_digest == task_digest(by_id[tid])
     }
     scored = [j for j in current.values() if j.scored]
     n = len(scored)
-    shares: dict[str, float | None] = {}
-    yes: dict[str, int] = {}
-    for question in QUESTIONS:
-        yes[question] = sum(bool(getattr(j, question)) for j in scored)
-    yes["all_valid"] = sum(j.all_valid for j in scored)
-    for key, count in yes.items():
-        shares[key] = count / n if n else None
+    every = [{q: bool(getattr(j, q)) for q in QUESTIONS} for j in scored]
+    one = [a for j in scored if (a := one_instance_answers(j, by_id[j.task_id])) is not None]
+    yes, shares = _shares(one)
+    yes_all, shares_all = _shares(every)
     histogram = Counter(j.score for j in scored)
     judges = Counter(
         (j.judge.backend, j.judge.model, j.judge.fingerprint, j.prompt_version) for j in current.values()
@@ -227,6 +251,9 @@ def judgment_figures(
         "not_judged": len(tasks) - len(current),
         "yes": yes,
         "shares": shares,
+        "sampled": len(one),
+        "yes_all_instances": yes_all,
+        "shares_all_instances": shares_all,
         "paper": dict(PAPER_SHARES),
         "labels": dict(QUESTION_LABELS),
         "histogram": [{"score": s, "count": histogram.get(s, 0)} for s in SCORES],
