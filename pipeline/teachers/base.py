@@ -121,6 +121,9 @@ class Completion(BaseModel):
     backend: str
     model: str
     cached: bool = False
+    paid_earlier: bool = Field(False, exclude=True)
+    """A cache hit on an answer paid for by an earlier invocation whose round never committed (a
+    kill): its tokens count as paid, once (`pipeline.teachers.usage`). Never stored."""
 
 
 Deliver = Callable[[list[tuple[int, Completion]]], Awaitable[None] | None]
