@@ -29,6 +29,7 @@ from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
 from pipeline.judge.prompts import JudgeTemplate, judge_settings, load_template, task_request
 from pipeline.judge.sample import sampled_instance, with_one_instance
+from pipeline.judge.version import JudgeVersion, answered_by
 from pipeline.run.judgments import (
     QUESTIONS,
     Judgment,
@@ -95,48 +96,6 @@ def judge_lock(run_dir: str | Path) -> Iterator[None]:
     busy = f"{run_dir}: another judge is running on this run directory"
     with exclusive_lock(Path(run_dir) / LOCK_FILE, busy):
         yield
-
-
-@dataclass(frozen=True)
-class JudgeVersion:
-    """Everything that decides a verdict besides the task: the model (with the dtype that ran), the
-    prompt version (template and schema) and the settings of `judge_settings`."""
-
-    judge: TeacherIdentity
-    prompt_version: str
-    settings: dict[str, Any]
-
-    def differences(self, judgment: Judgment) -> list[str]:
-        """What differs between the judge that wrote `judgment` and this one ([] = the same judge).
-
-        Settings a line does not record (written before they were) are not compared, like a dtype.
-        """
-        out = judgment.judge.differences(self.judge)
-        if judgment.prompt_version != self.prompt_version:
-            out.append(f"judge prompt version: {judgment.prompt_version} -> {self.prompt_version}")
-        if judgment.settings:
-            old, new = _flat(judgment.settings), _flat(self.settings)
-            for key in sorted(set(old) | set(new)):
-                if old.get(key, "<unset>") != new.get(key, "<unset>"):
-                    out.append(f"judge.{key}: {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}")
-        return out
-
-
-def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def answered_by(history: list[Judgment], version: JudgeVersion) -> set[tuple[str, str]]:
-    """(task id, task digest) of every task this judge version answered (scored or unscored)."""
-    return {
-        (j.task_id, j.task_digest) for j in history if j.status != "failed" and not version.differences(j)
-    }
 
 
 def why_judged(
