@@ -839,7 +839,7 @@ def test_tokens_paid_in_a_killed_round_are_counted_once(baseline, teacher_server
         want["prompt_tokens"],
         want["completion_tokens"],
     )
-    assert got["earlier_completion_tokens"] > 0 and want["earlier_completion_tokens"] == 0
+    assert got["earlier_completion_tokens"] > 0 and "earlier_completion_tokens" not in want  # 0: left out
     resumed = json.loads((run_dir / "summary.json").read_text())["rounds"][1]
     assert 0 < resumed["earlier_prompt_tokens"] <= resumed["prompt_tokens"]  # what round 2 paid before
     assert max(teacher_server.calls_for(key).values()) == 1  # and nothing was asked twice

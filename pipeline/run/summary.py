@@ -52,7 +52,8 @@ class TeacherUsage(_Strict):
     Tokens and cost cover what was paid for, once: calls that reached the teacher, and answers an
     earlier, killed invocation paid for in a round it never committed (`earlier_*` says how many of the
     tokens those are); `seconds` is time spent in teacher calls and `tokens_per_s` the completion
-    tokens per such second. `replicas` (HTTP teachers only): per base URL.
+    tokens per such second. `replicas` (HTTP teachers only): per base URL. The `earlier_*` keys are
+    written only when not 0.
     """
 
     requests: NonNegativeInt
@@ -72,6 +73,9 @@ class TeacherUsage(_Strict):
         data = handler(self)
         if data.get("replicas") is None:
             data.pop("replicas", None)
+        for key in ("earlier_prompt_tokens", "earlier_completion_tokens"):  # written only when not 0
+            if not data.get(key):
+                data.pop(key, None)
         return data
 
 
