@@ -348,3 +348,20 @@ def test_the_paper_comparable_figure_judges_one_seeded_random_instance(tmp_path,
         assert json.loads(again.stdout)["asked"] == 0 and json.loads(again.stdout)["figures"] == figures
     finally:
         server.close()
+
+
+def test_after_a_failed_batch_each_request_gets_one_retry_not_the_whole_policy(tmp_path, monkeypatch):
+    """The batch spent the retry policy on this server already: the one-at-a-time requests that
+    follow are tried twice each, so a judge failing everything is dropped after 5 + 3 x 2 attempts."""
+    monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
+    server = FakeJudge(lambda body: (500, "the engine died"))
+    try:
+        run = make_run(tmp_path / "run", [make_task(1, k) for k in range(10)])
+        config = judge_yaml(
+            tmp_path / "j.yaml", server.url, batch_size=4, teacher={"concurrency": 1, "max_retries": 4}
+        )
+        result = CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--quiet"])
+        assert result.exit_code == 2 and "3 requests in a row failed" in result.output
+        assert len(server.received) == 5 + 3 * 2
+    finally:
+        server.close()

@@ -6,7 +6,9 @@ batch fails, the requests it did not answer are asked again one at a time; the a
 delivered are kept from it (never asked again, with or without a cache), and only the failing
 requests end up as failures.
 
-A judge that is gone must not cost the full retry policy for every task either. A `Breaker` counts
+A judge that is gone must not cost the full retry policy for every task either. The batch already
+spent it on this server, so the one-at-a-time requests that follow get at most `FALLBACK_RETRIES`
+retries each (`fewer_retries`). A `Breaker` counts
 requests that failed in a row because the server did not answer (connection errors, timeouts, 5xx
 after the retries; a 4xx refusal of one request is that request's problem, not the server's), and
 after a batch fails it asks the pre-flight check whether the server is still there at all. When
@@ -16,13 +18,16 @@ is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pipeline.judge.parse import Unusable
 from pipeline.teachers.base import Completion, Request, RequestQueue, Teacher, TeacherError
+from pipeline.teachers.config import TeacherConfig
 
 FAILURE_CHARS = 300
+FALLBACK_RETRIES = 1
 Reply = Completion | Unusable
 
 
@@ -87,6 +92,22 @@ class Breaker:
         )
 
 
+@contextlib.contextmanager
+def fewer_retries(teacher: Teacher, retries: int) -> Iterator[None]:
+    """While the block runs, an HTTP teacher (or the one a cache wraps) retries a request at most
+    `retries` times; other teachers are left as they are."""
+    inner = getattr(teacher, "inner", teacher)
+    config = getattr(inner, "config", None)
+    if not isinstance(config, TeacherConfig) or config.max_retries <= retries:
+        yield
+        return
+    inner.config = config.model_copy(update={"max_retries": retries})
+    try:
+        yield
+    finally:
+        inner.config = config
+
+
 def ask_each(
     teacher: Teacher,
     requests: list[Request],
@@ -113,17 +134,18 @@ def ask_each(
     else:
         breaker.success()
         return results
-    for index, request in enumerate(requests):
-        if results[index] is not None:
-            continue
-        if breaker.open:
-            break
-        try:
-            results[index] = teacher.generate([request])[0]
-            breaker.success()
-        except TeacherError as exc:
-            results[index] = Unusable("request_failed", short(exc))
-            breaker.failure(exc)
-        if on_done is not None:
-            on_done(1)
+    with fewer_retries(teacher, FALLBACK_RETRIES):
+        for index, request in enumerate(requests):
+            if results[index] is not None:
+                continue
+            if breaker.open:
+                break
+            try:
+                results[index] = teacher.generate([request])[0]
+                breaker.success()
+            except TeacherError as exc:
+                results[index] = Unusable("request_failed", short(exc))
+                breaker.failure(exc)
+            if on_done is not None:
+                on_done(1)
     return results
