@@ -217,6 +217,13 @@ def one_instance_answers(judgment: Judgment, task: MachineTask) -> dict[str, boo
     return None
 
 
+def paper_answers(judgment: Judgment, task: MachineTask) -> dict[str, bool]:
+    """`one_instance_answers`, or for an older line the whole-task verdict it has (stricter, so its
+    shares can only be lower); `judgment_figures` counts how many tasks are on one instance."""
+    one = one_instance_answers(judgment, task)
+    return one if one is not None else {q: bool(getattr(judgment, q)) for q in QUESTIONS}
+
+
 def _shares(answers: list[dict[str, bool]]) -> tuple[dict[str, int], dict[str, float | None]]:
     """Yes counts and shares per question and for all three, over `answers`."""
     yes = {q: sum(a[q] for a in answers) for q in QUESTIONS}
@@ -238,7 +245,8 @@ def judgment_figures(
     scored = [j for j in current.values() if j.scored]
     n = len(scored)
     every = [{q: bool(getattr(j, q)) for q in QUESTIONS} for j in scored]
-    one = [a for j in scored if (a := one_instance_answers(j, by_id[j.task_id])) is not None]
+    one = [paper_answers(j, by_id[j.task_id]) for j in scored]
+    sampled = sum(one_instance_answers(j, by_id[j.task_id]) is not None for j in scored)
     yes, shares = _shares(one)
     yes_all, shares_all = _shares(every)
     histogram = Counter(j.score for j in scored)
@@ -258,7 +266,7 @@ def judgment_figures(
         "not_judged": len(tasks) - len(current),
         "yes": yes,
         "shares": shares,
-        "sampled": len(one),
+        "sampled": sampled,
         "yes_all_instances": yes_all,
         "shares_all_instances": shares_all,
         "paper": dict(PAPER_SHARES),
