@@ -254,7 +254,7 @@ def rubric_following_answer(full_output: str):
 
     def answer(body: dict) -> tuple[int, str]:
         prompt = body["messages"][-1]["content"]
-        shown = prompt.split("\nOutput: ", 1)[1].split("\n\nReply with a JSON object", 1)[0]
+        shown = prompt.split("\nOutput: ", 1)[1].split("\n\n", 1)[0]
         excused = "do not count that cut as a defect" in prompt and shown.endswith(CLIPPED)
         whole = shown == full_output
         return 200, verdict(5 if whole or excused else 2, correct=whole or excused)

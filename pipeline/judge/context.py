@@ -2,7 +2,7 @@
 
 A field is never clipped to an arbitrary length: the judge sees every field whole unless the whole prompt
 would not fit its context (`max_model_len` less the reply's `max_tokens`). Only then are the longest
-fields shortened, all to the same length (water-filling), each marked as clipped by us, and the rubric
+fields shortened, all to the same length (water-filling), each marked as clipped by us, and a note
 tells the judge that such a cut is not a defect of the task. Characters stand in for tokens at a
 conservative rate (no tokenizer is at hand for a remote judge; English runs about 4 characters a token).
 """

@@ -4,7 +4,8 @@ A template is plain text with `$name` placeholders (`string.Template`, so the JS
 need no escaping). Its version, recorded on every judgment, hashes the template text together with
 the schema: changing either makes a new prompt version, and a re-judge with it scores every task
 again. Fields are shown whole unless the prompt would not fit the judge's context (`judge/context.py`);
-then the longest are clipped, marked as clipped by us, and the rubric says such a cut is no defect.
+then the longest are clipped, marked as clipped by us, and a note after them says such a cut is no
+defect (only then: the bundled templates are unchanged, so are their versions).
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ PLACEHOLDERS: dict[Kind, tuple[str, ...]] = {
 SCHEMAS: dict[Kind, dict[str, Any]] = {"task": TASK_SCHEMA, "pairwise": PAIRWISE_SCHEMA}
 NO_INPUT = "(none)"
 CLIPPED = " [... clipped by selfinstruct to fit the judge's context]"
-"""Marks a field we shortened; the bundled rubrics tell the judge it is not part of the task."""
+"""Marks a field we shortened."""
+CLIP_NOTE = (
+    'Note: a field ending in "[... clipped by selfinstruct to fit the judge\'s context]" was shortened by '
+    "us, not by its writer, so that the prompt fits: judge the part shown, and do not count that cut as "
+    "a defect or as cut off."
+)
+"""Added to a prompt only where a field was clipped (a small judge shown it needlessly loses its way)."""
 INSTANCE_FRAME_CHARS = 40
 """`Instance k`, `Input:`, `Output:` and the blank lines around one instance."""
 
@@ -141,8 +148,13 @@ def _request(text: str, template: JudgeTemplate, config: JudgeConfig) -> Request
 def task_request(template: JudgeTemplate, task: MachineTask, config: JudgeConfig) -> Request:
     """One chat request asking the judge the paper's three questions about a whole task."""
     fields = [task.instruction, *(f for i in task.instances for f in (i.input, i.output))]
-    limit = field_limit(template, fields, INSTANCE_FRAME_CHARS * len(task.instances), config)
-    text = template.render(instruction=clip(task.instruction, limit), instances=render_instances(task, limit))
+    limit = field_limit(template, fields, INSTANCE_FRAME_CHARS * len(task.instances) + len(CLIP_NOTE), config)
+    instances = render_instances(task, limit)
+    clipped = limit is not None and any(len(f.strip()) > limit for f in fields)
+    text = template.render(
+        instruction=clip(task.instruction, limit),
+        instances=f"{instances}\n\n{CLIP_NOTE}" if clipped else instances,
+    )
     return _request(text, template, config)
 
 
@@ -150,11 +162,13 @@ def pairwise_request(
     template: JudgeTemplate, instruction: str, given: str, answer_a: str, answer_b: str, config: JudgeConfig
 ) -> Request:
     """One chat request asking which of two answers to a request is better."""
-    limit = field_limit(template, [instruction, given, answer_a, answer_b], 0, config)
+    fields = [instruction, given, answer_a, answer_b]
+    limit = field_limit(template, fields, len(CLIP_NOTE), config)
+    clipped = limit is not None and any(len(f.strip()) > limit for f in fields)
     text = template.render(
         instruction=clip(instruction, limit),
         input=clip(given, limit) if given.strip() else NO_INPUT,
         answer_a=clip(answer_a, limit) or "(empty answer)",
-        answer_b=clip(answer_b, limit) or "(empty answer)",
+        answer_b=(clip(answer_b, limit) or "(empty answer)") + (f"\n\n{CLIP_NOTE}" if clipped else ""),
     )
     return _request(text, template, config)
