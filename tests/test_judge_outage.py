@@ -350,9 +350,10 @@ def test_the_paper_comparable_figure_judges_one_seeded_random_instance(tmp_path,
         server.close()
 
 
-def test_after_a_failed_batch_each_request_gets_one_retry_not_the_whole_policy(tmp_path, monkeypatch):
-    """The batch spent the retry policy on this server already: the one-at-a-time requests that
-    follow are tried twice each, so a judge failing everything is dropped after 5 + 3 x 2 attempts."""
+def test_a_judge_failing_every_attempt_costs_one_requests_retries_not_every_requests(tmp_path, monkeypatch):
+    """A batch stops once as many attempts in a row failed as one request may make (5, whichever
+    requests they were), and the one-at-a-time requests that follow are tried once each: a judge
+    failing everything is dropped after 5 + 3 attempts, not 10 requests x 5."""
     monkeypatch.setenv("SI_FAKE_JUDGE_KEY", "k")
     server = FakeJudge(lambda body: (500, "the engine died"))
     try:
@@ -362,6 +363,6 @@ def test_after_a_failed_batch_each_request_gets_one_retry_not_the_whole_policy(t
         )
         result = CliRunner().invoke(main, ["judge", str(run), "--config", str(config), "--quiet"])
         assert result.exit_code == 2 and "3 requests in a row failed" in result.output
-        assert len(server.received) == 5 + 3 * 2
+        assert len(server.received) == 5 + 3
     finally:
         server.close()

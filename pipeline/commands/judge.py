@@ -129,11 +129,12 @@ def judge(
             "teacher.cache": False if no_cache else None,
         },
     )
+    from pipeline.judge.config import judge_teacher_config
     from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
 
     Run.open(run_dir)  # a clear error for a path that is not a run, before any model loads
-    teacher = make_teacher(config.teacher)
+    teacher = make_teacher(judge_teacher_config(config))
     try:
         if not quiet and not sys.stdout.isatty():
             lines = _Lines(teacher.usage, sys.stderr if as_json else sys.stdout)

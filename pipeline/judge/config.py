@@ -49,6 +49,15 @@ class JudgeConfig(BaseModel):
     )
 
 
+def judge_teacher_config(config: JudgeConfig) -> TeacherConfig:
+    """The judge's teacher settings as it is built: unless set, an HTTP judge stops a batch after as
+    many failed attempts in a row as one request may make, whichever requests they were."""
+    teacher = config.teacher
+    if teacher.max_failed_attempts_in_a_row is not None:
+        return teacher
+    return teacher.model_copy(update={"max_failed_attempts_in_a_row": teacher.max_retries + 1})
+
+
 class JudgeSection(BaseModel):
     """The `judge:` section of any config file (a generate config, say); the rest is not read here."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.warncapture import PipelineWarning
-from pipeline.judge.config import JudgeConfig
+from pipeline.judge.config import JudgeConfig, judge_teacher_config
 from pipeline.judge.runner import Progress, judge_new_tasks
 from pipeline.teachers.base import Teacher, TeacherError
 from pipeline.teachers.config import TeacherConfig
@@ -78,7 +78,7 @@ def round_judge(
             if judge_teacher is None:
                 from pipeline.teachers import make_teacher
 
-                judge_teacher, own = make_teacher(judge.teacher), True
+                judge_teacher, own = make_teacher(judge_teacher_config(judge)), True
         try:
             judge_new_tasks(run_dir, judge, judge_teacher, progress)
         except TeacherError as exc:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pipeline.core.locks import exclusive_lock
 from pipeline.judge.calls import Breaker, ask_each
-from pipeline.judge.config import JudgeConfig
+from pipeline.judge.config import JudgeConfig, judge_teacher_config
 from pipeline.judge.parse import TaskVerdict, Unusable, read_task_verdict
 from pipeline.judge.prompts import JudgeTemplate, judge_settings, load_template, task_request
 from pipeline.judge.sample import sampled_instance, with_one_instance
@@ -242,7 +242,7 @@ def judge_run(
     check_reachable(config.teacher, "judge")
     config = with_context(config)
     own = teacher is None
-    base = make_teacher(config.teacher) if teacher is None else teacher
+    base = make_teacher(judge_teacher_config(config)) if teacher is None else teacher
     judge: Teacher = CachedTeacher(base, judge_cache_dir(run_dir)) if config.teacher.cache else base
     start = judge.usage.copy()
     try:

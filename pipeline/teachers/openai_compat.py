@@ -135,6 +135,7 @@ class OpenAITeacher(Teacher):
         self._rng = rng or random.Random()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
+        self._failed_in_a_row = 0  # attempts, of any requests, that failed on the server's side
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         asyncio.run(self._stream(queue, deliver))
@@ -241,6 +242,12 @@ class OpenAITeacher(Teacher):
                 raise TeacherError(
                     f"teacher request failed and cannot be retried: {where}"
                 ) from outcome.error
+            limit = self.config.max_failed_attempts_in_a_row
+            if limit is not None and outcome.action == "retry" and self._failed_in_a_row >= limit:
+                raise TeacherError(
+                    f"{self._failed_in_a_row} attempts in a row failed on the server's side (last: {where}); "
+                    "stopped asking it"
+                ) from outcome.error
             fitted = None
             if outcome.action == "shrink":
                 fitted = fitted_max_tokens(max_tokens, parse_context_overflow(error_text(outcome.error)))
@@ -312,8 +319,11 @@ class OpenAITeacher(Teacher):
             else:
                 overload = epoch if is_overload(exc) else None
                 self.router.failed(replica, time.monotonic(), retry_after, overload_epoch=overload)
+            if action == "retry":
+                self._failed_in_a_row += 1
             self._ended()
             return Failure(exc, action, retry_after)
+        self._failed_in_a_row = 0
         self.router.answered(replica)
         self._ended()
         return completion
