@@ -20,6 +20,16 @@ from tuning.config import TrainConfig, default_tasks_path
 from tuning.formats import PROMPT_FORMATS
 
 
+def curated_examples(
+    data: Path, train: list[dict[str, str]], select_size: int | None, min_quality: float | None, quiet: bool
+) -> tuple[list[dict[str, str]], str]:
+    """`--select N` / `--min-quality P` on the training side of a run (tuning.data.curated_filter)."""
+    from pipeline.curate.progress import open_view
+    from tuning.data import curated_filter
+
+    return curated_filter(data, train, select_size, min_quality, lambda run: open_view(run, quiet=quiet))
+
+
 def run_contamination_check(train_examples: list[dict[str, str]], config: TrainConfig, quiet: bool) -> dict:
     """Warn (or stop, with contamination.fail) when training data overlaps the evaluation tasks."""
     from tuning.contamination import describe_hits, find_contamination, load_eval_tasks
@@ -78,6 +88,17 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
 )
 @click.option(
+    "--select",
+    "select_size",
+    type=click.IntRange(min=1),
+    help="run data: train on the N training tasks `selfinstruct select` would pick (quality + coverage)",
+)
+@click.option(
+    "--min-quality",
+    type=click.FloatRange(0.0, 1.0),
+    help="run data: train on tasks whose quality (label, judge or learned model; 0-1) is at least P",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
@@ -94,6 +115,8 @@ def train(
     merge: bool | None,
     min_score: int | None,
     require_valid: bool,
+    select_size: int | None,
+    min_quality: float | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -126,6 +149,9 @@ def train(
 
     def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
         train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
+        if select_size is not None or min_quality is not None:
+            train_examples, note = curated_examples(data, train_examples, select_size, min_quality, quiet)
+            source = f"{source}; {note}"
         if not quiet:
             console.print(f"{len(train_examples)} training examples; held-out: {source}")
             if launch.distributed:

@@ -230,3 +230,38 @@ def judge_filtered(
     if not kept:
         raise UserError(f"{run_dir}: no training example passes the judge filter ({keep.describe()})")
     return kept, f"judge filter ({keep.describe()}) kept {counts['kept']} of {len(tasks)} tasks"
+
+
+def curated_filter(
+    run_dir: Path,
+    train: list[dict[str, str]],
+    select_size: int | None,
+    min_quality: float | None,
+    open_view: Any,
+) -> tuple[list[dict[str, str]], str]:
+    """Training examples of the tasks `--min-quality` keeps and then `--select N` picks among the
+    training side (the held-out split stays as it is, so students are compared on the same tasks).
+
+    `open_view(run_dir)` builds the run's curation view (`pipeline.curate.progress.open_view`)."""
+    from pipeline.curate.runview import choose, min_quality_ids
+
+    if not Run(run_dir).looks_like_run():
+        raise UserError(f"{run_dir}: --select and --min-quality need a run directory as --data")
+    if any("task_id" not in e for e in train):
+        raise UserError(f"{run_dir}: --select and --min-quality need training examples with task ids")
+    view = open_view(run_dir)
+    among = {e["task_id"] for e in train}
+    notes = []
+    if min_quality is not None:
+        passing, line = min_quality_ids(view, min_quality)
+        among &= passing
+        notes.append(line)
+    if select_size is not None:
+        chosen = choose(view, select_size, among=among, seed=0)
+        among = set(chosen.ids)
+        used = "quality and coverage" if chosen.quality_used else "coverage alone (no quality source)"
+        notes.append(f"select picked {len(among)} training tasks for {used}")
+    kept = [e for e in train if e["task_id"] in among]
+    if not kept:
+        raise UserError(f"{run_dir}: no training example is left after curation")
+    return kept, "; ".join(notes)

@@ -38,6 +38,13 @@ import click
     is_flag=True,
     help="Only tasks the judge found valid on all three questions (instruction, input, output).",
 )
+@click.option(
+    "--min-quality",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Only tasks whose quality (human label, else judge score, else the model learned from the "
+    "labels; 0-1) is at least this; see `selfinstruct select`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def export(
     run_dir: str,
@@ -48,6 +55,7 @@ def export(
     seed: int,
     min_score: int | None,
     require_valid: bool,
+    min_quality: float | None,
     as_json: bool,
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
@@ -55,6 +63,12 @@ def export(
     from pipeline.run.judgments import JudgeFilter
 
     keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
+    only, quality_line = None, None
+    if min_quality is not None:
+        from pipeline.curate.progress import open_view
+        from pipeline.curate.runview import min_quality_ids
+
+        only, quality_line = min_quality_ids(open_view(run_dir, quiet=as_json), min_quality)
     info = export_run(
         run_dir,
         fmt,  # type: ignore[arg-type]
@@ -63,7 +77,10 @@ def export(
         test_size=test_size,
         seed=seed,
         keep=keep,
+        only=only,
     )
+    if quality_line is not None:
+        info["quality_filter"] = quality_line
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -73,6 +90,8 @@ def export(
     )
     if "judge_filter" in info:
         click.echo(describe_judge_filter(info["judge_filter"]))
+    if quality_line is not None:
+        click.echo(quality_line)
 
 
 def describe_judge_filter(counts: dict) -> str:

@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,10 +85,12 @@ def export_run(
     test_size: float = 0.05,
     seed: int = 42,
     keep: JudgeFilter | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Write the run's examples in `fmt` to `out`; return counts for the command to print.
 
-    With `keep` (--min-score / --require-valid), only tasks whose current judgment passes are written.
+    With `keep` (--min-score / --require-valid), only tasks whose current judgment passes are written;
+    with `only` (task ids: `select`, --min-quality), only those tasks.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -98,6 +100,8 @@ def export_run(
     tasks = run.committed_tasks()
     if not tasks:
         raise UserError(f"{run_dir}: the run has no kept tasks yet; run `selfinstruct generate` first")
+    if only is not None:
+        tasks = [t for t in tasks if t.id in only]
     judged: dict[str, int] | None = None
     if keep is not None and keep.active:
         tasks, judged = select_tasks(run_dir, tasks, keep)
