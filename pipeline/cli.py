@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
     "select": "pipeline.commands.select:select",
+    "review": "pipeline.commands.review:review",
     "train": "tuning.commands:train",
     "evaluate": "tuning.commands:evaluate",
 }

@@ -7,6 +7,7 @@ constructed run with one topic holding 80% of the tasks (tests/curate_runs.py).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,13 @@ from click.testing import CliRunner
 from curate_runs import SMALL_TOPICS, write_topic_run
 
 from pipeline.cli import main
+from pipeline.curate.filters import QualityFilter
 from pipeline.curate.quality import fit_quality_model
 from pipeline.curate.runview import choose, load_view
 from pipeline.curate.select import facility_location, k_center, subset_figures
 from pipeline.run.export import task_examples
 from pipeline.run.reader import Run
-from tuning.data import curated_filter
+from tuning.data import load_splits, selected_training
 
 
 def clustered(
@@ -108,76 +110,76 @@ def test_select_covers_every_topic_of_a_skewed_run(topic_run, tmp_path):
     assert set(info["ids"]) == picked
 
 
-def write_labels(path: Path, topics: dict[str, str], good: set[str], every: int = 2) -> None:
+def labelled_copy(run_dir: Path, root: Path, topics: dict[str, str], good: set[str]) -> Path:
+    """A copy of the run (embeddings cache included) with people's labels imported through
+    `selfinstruct review --import`: every small-topic task and every other cooking task."""
+    copy = root / "labelled"
+    shutil.copytree(run_dir, copy)
     rows = []
     for k, (task_id, topic) in enumerate(sorted(topics.items())):
-        if topic != "cooking" or k % every == 0:
-            ok = topic in good
+        if topic != "cooking" or k % 2 == 0:
             rows.append(
                 {
                     "task_id": task_id,
                     "valid_instruction": True,
                     "input_ok": True,
-                    "output_ok": ok,
+                    "output_ok": topic in good,
                     "reviewer": "test",
                     "instance": 0,
                 }
             )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = root / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["review", str(copy), "--import", str(labels)])
+    assert result.exit_code == 0, result.output
+    return copy
 
 
 def test_select_with_human_labels_trains_and_reports_the_model(topic_run, tmp_path):
     run_dir, topics = topic_run
-    labels = tmp_path / "labels.jsonl"
-    write_labels(labels, topics, good={"math", "code", "translation", "poetry"})
+    labelled = labelled_copy(run_dir, tmp_path, topics, good={"math", "code", "translation", "poetry"})
     out = tmp_path / "picked.json"
     result = CliRunner().invoke(
-        main,
-        [
-            "select",
-            str(run_dir),
-            "-n",
-            "12",
-            "-o",
-            str(out),
-            "--format",
-            "alpaca",
-            "--labels",
-            str(labels),
-            "--json",
-        ],
+        main, ["select", str(labelled), "-n", "12", "-o", str(out), "--format", "alpaca", "--json"]
     )
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["model"]["cv_accuracy"] >= 0.9 and info["model"]["cv_auc"] >= 0.9
-    assert info["quality_sources"]["human"] == len(labels.read_text().splitlines())
-    assert info["quality_sources"]["model"] == len(topics) - info["quality_sources"]["human"]
+    labels = len((tmp_path / "labels.jsonl").read_text().splitlines())
+    assert info["quality_sources"] == {"human": labels, "model": len(topics) - labels}
     assert info["picked"]["mean_quality"] > info["random"]["mean_quality"]
+    assert info["embedded_now"] == 0, "the copied run's embeddings were reused"
     assert len(json.loads(out.read_text())) == 12
+    result = CliRunner().invoke(main, ["select", str(labelled), "-n", "12", "-o", str(out)])
+    assert "cross-validated accuracy" in result.output and "AUC" in result.output
 
 
 def test_export_and_train_min_quality_keep_only_good_tasks(topic_run, tmp_path):
     run_dir, topics = topic_run
-    labels = run_dir / "reviews.jsonl"
-    write_labels(labels, topics, good={"math", "code"})
-    try:
-        out = tmp_path / "good.jsonl"
-        result = CliRunner().invoke(
-            main, ["export", str(run_dir), "--format", "jsonl", "-o", str(out), "--min-quality", "0.5"]
-        )
-        assert result.exit_code == 0, result.output
-        kept = {json.loads(line)["task_id"] for line in out.read_text().splitlines()}
-        assert {topics[i] for i in kept} == {"math", "code"}
-        assert "quality >= 0.5 kept 10 of 100 tasks" in result.output
-        examples = task_examples(Run.open(run_dir).committed_tasks())
-        train, note = curated_filter(run_dir, examples, 4, 0.5, lambda r: load_view(r))
-        assert len({e["task_id"] for e in train}) == 4 and {topics[e["task_id"]] for e in train} == {
-            "math",
-            "code",
-        }
-        assert "kept 10 of 100" in note and "select picked 4 training tasks for quality and coverage" in note
-    finally:
-        labels.unlink()
+    labelled = labelled_copy(run_dir, tmp_path, topics, good={"math", "code"})
+    out = tmp_path / "good.jsonl"
+    result = CliRunner().invoke(
+        main, ["export", str(labelled), "--format", "jsonl", "-o", str(out), "--min-quality", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    kept = {json.loads(line)["task_id"] for line in out.read_text().splitlines()}
+    assert {topics[i] for i in kept} == {"math", "code"}
+    assert (
+        "quality filter (quality >= 0.5): kept 10 tasks; left out 90 below the minimum quality"
+        in result.output
+    )
+    examples = task_examples(Run.open(labelled).committed_tasks())
+    train, test, _ = load_splits(labelled, keep=[QualityFilter(min_quality=0.5, quiet=True)])
+    assert {topics[e["task_id"]] for e in train} <= {"math", "code"}
+    picked, note = selected_training(labelled, train, 4, quiet=True)
+    assert len({e["task_id"] for e in picked}) == 4 and {topics[e["task_id"]] for e in picked} == {
+        "math",
+        "code",
+    }
+    assert "selection" in note and "for quality and coverage" in note
+    held = {e["task_id"] for e in test}
+    assert not held & {e["task_id"] for e in picked}, "select picks among the training side only"
+    assert len(examples) == 100
 
 
 def test_select_among_a_subset_and_without_quality(topic_run):
@@ -194,17 +196,8 @@ def test_select_among_a_subset_and_without_quality(topic_run):
     }
 
 
-def test_bad_labels_and_min_quality_without_a_source_are_exit_2(topic_run, tmp_path):
+def test_min_quality_without_a_source_and_a_bad_output_are_exit_2(topic_run, tmp_path):
     run_dir, _ = topic_run
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(
-        '{"task_id": "r0001-0000", "valid_instruction": true, "input_ok": "yes", "output_ok": true}\n'
-    )
-    result = CliRunner().invoke(
-        main, ["select", str(run_dir), "-n", "3", "-o", str(tmp_path / "x.jsonl"), "--labels", str(bad)]
-    )
-    assert result.exit_code == 2 and f'{bad}, line 1, field "input_ok"' in result.output
-    assert "Traceback" not in result.output
     result = CliRunner().invoke(
         main,
         [
@@ -219,5 +212,6 @@ def test_bad_labels_and_min_quality_without_a_source_are_exit_2(topic_run, tmp_p
         ],
     )
     assert result.exit_code == 2 and "--min-quality needs a quality source" in result.output
+    assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["select", str(run_dir), "-n", "3", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "is a directory" in result.output

@@ -20,16 +20,6 @@ from tuning.config import TrainConfig, default_tasks_path
 from tuning.formats import PROMPT_FORMATS
 
 
-def curated_examples(
-    data: Path, train: list[dict[str, str]], select_size: int | None, min_quality: float | None, quiet: bool
-) -> tuple[list[dict[str, str]], str]:
-    """`--select N` / `--min-quality P` on the training side of a run (tuning.data.curated_filter)."""
-    from pipeline.curate.progress import open_view
-    from tuning.data import curated_filter
-
-    return curated_filter(data, train, select_size, min_quality, lambda run: open_view(run, quiet=quiet))
-
-
 def run_contamination_check(train_examples: list[dict[str, str]], config: TrainConfig, quiet: bool) -> dict:
     """Warn (or stop, with contamination.fail) when training data overlaps the evaluation tasks."""
     from tuning.contamination import describe_hits, find_contamination, load_eval_tasks
@@ -88,15 +78,21 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
 )
 @click.option(
-    "--select",
-    "select_size",
-    type=click.IntRange(min=1),
-    help="run data: train on the N training tasks `selfinstruct select` would pick (quality + coverage)",
+    "--reviewed-only", is_flag=True, help="run data: train on tasks people marked valid on all three"
+)
+@click.option(
+    "--drop-rejected", is_flag=True, help="run data: leave out tasks people rejected, keep unreviewed ones"
 )
 @click.option(
     "--min-quality",
     type=click.FloatRange(0.0, 1.0),
-    help="run data: train on tasks whose quality (label, judge or learned model; 0-1) is at least P",
+    help="run data: train on tasks whose quality (people's label, judge or learned model; 0-1) is >= P",
+)
+@click.option(
+    "--select",
+    "select_size",
+    type=click.IntRange(min=1),
+    help="run data: train on the N training tasks `selfinstruct select` picks (quality and coverage)",
 )
 @click.option(
     "--force",
@@ -115,8 +111,10 @@ def train(
     merge: bool | None,
     min_score: int | None,
     require_valid: bool,
-    select_size: int | None,
+    reviewed_only: bool,
+    drop_rejected: bool,
     min_quality: float | None,
+    select_size: int | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -135,12 +133,18 @@ def train(
             "merge": merge,
         },
     )
+    from pipeline.curate.filters import QualityFilter
+    from pipeline.review.filters import review_filter
     from pipeline.run.judgments import JudgeFilter
-    from tuning.data import load_splits
+    from tuning.data import load_splits, selected_training
     from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
-    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
+    keep = [
+        JudgeFilter(min_score=min_score, require_valid=require_valid),
+        review_filter(reviewed_only, drop_rejected),
+        QualityFilter(min_quality=min_quality, quiet=quiet),
+    ]
     launch = launch_from_env()
     quiet = quiet or not launch.is_main
     lone = lone_process_warning()
@@ -149,8 +153,8 @@ def train(
 
     def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
         train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
-        if select_size is not None or min_quality is not None:
-            train_examples, note = curated_examples(data, train_examples, select_size, min_quality, quiet)
+        if select_size is not None:
+            train_examples, note = selected_training(data, train_examples, select_size, quiet=quiet)
             source = f"{source}; {note}"
         if not quiet:
             console.print(f"{len(train_examples)} training examples; held-out: {source}")

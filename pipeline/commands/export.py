@@ -39,11 +39,21 @@ import click
     help="Only tasks the judge found valid on all three questions (instruction, input, output).",
 )
 @click.option(
+    "--reviewed-only",
+    is_flag=True,
+    help="Only tasks that people reviewed and marked valid on all three questions (`selfinstruct review`).",
+)
+@click.option(
+    "--drop-rejected",
+    is_flag=True,
+    help="Leave out the tasks that people rejected (any question no); keep every task nobody reviewed.",
+)
+@click.option(
     "--min-quality",
     type=click.FloatRange(0.0, 1.0),
     default=None,
-    help="Only tasks whose quality (human label, else judge score, else the model learned from the "
-    "labels; 0-1) is at least this; see `selfinstruct select`.",
+    help="Only tasks whose quality (0-1: people's label, else judge score, else the model learned from "
+    "the labels) is at least this; see `selfinstruct select`.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def export(
@@ -55,20 +65,22 @@ def export(
     seed: int,
     min_score: int | None,
     require_valid: bool,
+    reviewed_only: bool,
+    drop_rejected: bool,
     min_quality: float | None,
     as_json: bool,
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
+    from pipeline.curate.filters import QualityFilter
+    from pipeline.review.filters import review_filter
     from pipeline.run.export import export_run
     from pipeline.run.judgments import JudgeFilter
 
-    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
-    only, quality_line = None, None
-    if min_quality is not None:
-        from pipeline.curate.progress import open_view
-        from pipeline.curate.runview import min_quality_ids
-
-        only, quality_line = min_quality_ids(open_view(run_dir, quiet=as_json), min_quality)
+    keep = [
+        JudgeFilter(min_score=min_score, require_valid=require_valid),
+        review_filter(reviewed_only, drop_rejected),
+        QualityFilter(min_quality=min_quality, quiet=as_json),
+    ]
     info = export_run(
         run_dir,
         fmt,  # type: ignore[arg-type]
@@ -77,10 +89,7 @@ def export(
         test_size=test_size,
         seed=seed,
         keep=keep,
-        only=only,
     )
-    if quality_line is not None:
-        info["quality_filter"] = quality_line
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -88,21 +97,24 @@ def export(
     click.echo(
         f"wrote {info['examples']} examples from {info['tasks']} tasks to {info['path']} [{fmt}]{split}"
     )
-    if "judge_filter" in info:
-        click.echo(describe_judge_filter(info["judge_filter"]))
-    if quality_line is not None:
-        click.echo(quality_line)
+    for key in ("judge_filter", "review_filter", "quality_filter"):
+        if key in info:
+            click.echo(describe_filter(key, info[key]))
 
 
-def describe_judge_filter(counts: dict) -> str:
-    """One line: what the judge filter kept and why it left the rest out."""
+def describe_filter(key: str, counts: dict) -> str:
+    """One line: what a filter kept and why it left the rest out."""
     why = {
         "below_min_score": "below the minimum score",
         "not_all_valid": "not valid on all three questions",
         "unscored": "unscored by the judge",
         "not_judged": "not judged yet",
+        "rejected_by_people": "rejected by people",
+        "not_reviewed": "not reviewed",
+        "below_min_quality": "below the minimum quality",
+        "no_quality_score": "without a quality score",
+        "not_selected": "not selected",
     }
+    name = key.replace("_", " ")
     left = ", ".join(f"{counts[k]} {label}" for k, label in why.items() if counts.get(k))
-    return f"judge filter ({counts['rule']}): kept {counts['kept']} tasks" + (
-        f"; left out {left}" if left else ""
-    )
+    return f"{name} ({counts['rule']}): kept {counts['kept']} tasks" + (f"; left out {left}" if left else "")

@@ -65,11 +65,6 @@ def describe_selection(info: dict) -> list[str]:
     show_default=True,
     help="0 = coverage only, 1 = quality only.",
 )
-@click.option(
-    "--labels",
-    type=click.Path(dir_okay=False),
-    help="Human labels in the review import format (default: the run's own, if any).",
-)
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means, the random subset, CV folds.")
 @click.option("--test-size", type=float, default=0.05, show_default=True, help="hf: share held out.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
@@ -81,7 +76,6 @@ def select(
     fmt: str,
     method: str,
     quality_weight: float,
-    labels: str | None,
     seed: int,
     test_size: float,
     quiet: bool,
@@ -89,29 +83,37 @@ def select(
 ) -> None:
     """Pick the SIZE tasks of RUN_DIR that best combine quality and coverage; write them to OUT.
 
-    Quality: human labels, else judge scores, else a model learned from the labels; with none, the
-    choice is for coverage alone (said so). Prints the pick against a random subset of the same size.
+    Quality: people's labels (`selfinstruct review`), else judge scores, else a model learned from the
+    labels; with none, the choice is for coverage alone (said so). Prints the pick against a random
+    subset of the same size.
     """
-    from pipeline.core.console import console
-    from pipeline.curate.progress import open_view
-    from pipeline.curate.runview import choose
+    from pipeline.curate.filters import SelectionFilter
     from pipeline.run.export import export_run
 
     check_output(out, fmt)
-    view = open_view(run_dir, labels=labels, quiet=quiet or as_json, seed=seed)
-    chosen = choose(view, size, method=method, quality_weight=quality_weight, seed=seed)  # type: ignore[arg-type]
-    written = export_run(run_dir, fmt, out, only=set(chosen.ids), test_size=test_size, seed=seed)  # type: ignore[arg-type]
+    pick = SelectionFilter(
+        size=size,
+        method=method,  # type: ignore[arg-type]
+        quality_weight=quality_weight,
+        quiet=quiet or as_json,
+        seed=seed,
+    )
+    written = export_run(run_dir, fmt, out, keep=[pick], test_size=test_size, seed=seed)  # type: ignore[arg-type]
+    chosen, view = pick.result, pick.view(run_dir)
+    assert chosen is not None
+    model = view.quality.model
     info = {
         **chosen.as_dict(),
         "quality_sources": view.quality.counts(),
         "notes": view.quality.notes,
         "model": None
-        if view.quality.model is None
+        if model is None
         else {
-            "labels": view.quality.model.labels,
-            "cv_accuracy": view.quality.model.accuracy,
-            "cv_auc": view.quality.model.auc,
-            "majority_accuracy": view.quality.model.majority_accuracy,
+            "labels": model.labels,
+            "cv_folds": model.folds,
+            "cv_accuracy": model.accuracy,
+            "cv_auc": model.auc,
+            "majority_accuracy": model.majority_accuracy,
         },
         "embedded_now": view.embedded_now,
         "export": written,
@@ -120,7 +122,7 @@ def select(
         click.echo(json.dumps(info, indent=2))
         return
     if not chosen.quality_used:
-        console.print("no quality source: picked for coverage alone")
+        click.echo("no quality source: picked for coverage alone")
     shown = ", ".join(f"{v} {k}" for k, v in info["quality_sources"].items())
     click.echo(
         f"selected {len(chosen.ids)} of {len(view.tasks)} tasks ({method}, quality weight "

@@ -32,14 +32,14 @@ def embedding_progress(total: int, quiet: bool) -> Iterator[Any]:
         yield lambda n: progress.advance(task, n)
 
 
-def open_view(run_dir: str | Path, *, labels: str | None = None, quiet: bool = False, seed: int = 0) -> Any:
+def open_view(run_dir: str | Path, *, quiet: bool = False, seed: int = 0) -> Any:
     """The run's CurateView; the embedding cache means only new instructions are embedded."""
     from pipeline.curate.runview import load_view
     from pipeline.run.reader import Run
 
     total = len(Run.open(run_dir).committed_tasks())
     with embedding_progress(total, quiet) as advance:
-        view = load_view(run_dir, labels_file=labels, on_embedded=advance, seed=seed)
+        view = load_view(run_dir, on_embedded=advance, seed=seed)
     if not quiet:
         for note in view.quality.notes:
             console.print(note)

@@ -47,7 +47,6 @@ class CurateView:
     vectors: np.ndarray
     embedded_now: int
     quality: Quality
-    label_source: str
 
     @property
     def ids(self) -> list[str]:
@@ -58,7 +57,6 @@ def load_view(
     run_dir: str | Path,
     *,
     embedder: EmbedderConfig | None = None,
-    labels_file: str | Path | None = None,
     on_embedded: Callable[[int], None] | None = None,
     seed: int = 0,
 ) -> CurateView:
@@ -70,7 +68,7 @@ def load_view(
     done = embed_texts(
         model, [t.instruction for t in tasks], EmbeddingCache.for_run(run.path, model), on_embedded
     )
-    labels, source = human_labels(run.path, labels_file)
+    labels = human_labels(run.path, tasks)
     judgments = read_judgments(run.path)
     quality = task_quality(tasks, done.vectors, labels, judgments, seed)
     counts = quality.counts()
@@ -78,7 +76,7 @@ def load_view(
         caution = judge_caution(j.judge.model for j in judgments.values())
         if caution:
             quality.notes.append(caution)
-    return CurateView(run, tasks, done.vectors, done.computed, quality, source)
+    return CurateView(run, tasks, done.vectors, done.computed, quality)
 
 
 @dataclass(frozen=True)
@@ -146,8 +144,8 @@ def min_quality_ids(view: CurateView, threshold: float) -> tuple[set[str], str]:
         raise UserError(f"--min-quality must be in [0, 1], got {threshold}")
     if not view.quality.available:
         raise UserError(
-            f"{view.run.path}: --min-quality needs a quality source: human labels ({'reviews.jsonl'}) to "
-            "train the quality model, or judge scores (`selfinstruct judge`)"
+            f"{view.run.path}: --min-quality needs a quality source: people's labels (`selfinstruct review`) "
+            "to train the quality model from, or judge scores (`selfinstruct judge`)"
         )
     scores = view.quality.scores
     keep = {t.id for t, s in zip(view.tasks, scores, strict=True) if np.isfinite(s) and s >= threshold}

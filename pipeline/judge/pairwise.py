@@ -26,10 +26,13 @@ from pipeline.run.judgments import judge_caution
 from pipeline.teachers.base import Completion, Teacher
 
 ORDERS = ("base_first", "student_first")
+NO_COMPARISON = "answer quality: NOT COMPARED"
 NO_JUDGE_NOTE = (
-    "no judge: held-out loss, ROUGE-L and clean endings do not measure whether answers got better; "
-    "run `evaluate --judge` for a pairwise comparison"
+    "no comparison of answer quality was made: held-out loss, ROUGE-L and clean endings do not measure "
+    "whether answers got better; compare them blind with `selfinstruct review RUN --pairwise EVAL_DIR` "
+    "(people) or `evaluate --judge` (a judge model)"
 )
+OTHER_METRICS = "below: reference overlap, endings, loss (not quality)"
 
 
 def student_points(order: str, winner: str) -> float:
@@ -140,23 +143,47 @@ def judge_pairs(
 
 
 def add_pairwise_rows(table: Any, report: dict[str, Any]) -> None:
-    """Put the judge's verdict first in evaluate's table (metric | base | student | change), or, without a
-    judge, say in the caption what the other lines do not measure."""
-    pairwise = report.get("pairwise")
+    """Put the comparisons of answer quality first in evaluate's table (metric | base | student | change):
+    the people's blind verdicts (`review --pairwise`, eval.json's `human`), then the judge's, then how much
+    they agree. Without either, the first line says that no such comparison was made and how to make one.
+    The rows after these are headed by what they do measure."""
     if "student" not in report.get("models", {}):
         return
-    if not pairwise:
+    human, pairwise = report.get("human"), report.get("pairwise")
+    if human:
+        _result_rows(table, "people (blind)", human, f"{human['tasks']} tasks rated")
+        base, student = (" / ".join(str(human["ratings"][s][r]) for r in "ABCD") for s in ("base", "student"))
+        table.add_row("people: ratings A / B / C / D", base, student, "", end_section=not pairwise)
+    if pairwise:
+        _result_rows(
+            table,
+            f"judge ({pairwise['judge']['model']})",
+            pairwise,
+            f"{pairwise['judged']} of {pairwise['tasks']} judged",
+        )
+        table.caption = pairwise.get("caution")
+    agreement = (human or {}).get("judge_agreement")
+    if agreement:
+        table.add_row(
+            "judge agrees with people (win/tie/loss)",
+            "",
+            f"{agreement['agreement']:.0%} of {agreement['tasks']}",
+            "kappa -" if agreement["kappa"] is None else f"kappa {agreement['kappa']:+.2f}",
+            end_section=True,
+        )
+    if not human and not pairwise:
+        table.add_row(f"[bold red]{NO_COMPARISON}[/bold red]", "", "", "", end_section=True)
         table.caption = NO_JUDGE_NOTE
-        return
-    rate, ci = pairwise["win_rate"], pairwise["ci95"]
+    table.add_row(f"[dim]{OTHER_METRICS}[/dim]", "", "", "")
+
+
+def _result_rows(table: Any, who: str, result: dict[str, Any], judged: str) -> None:
+    rate, ci = result["win_rate"], result["ci95"]
     text = "-" if rate is None else f"{rate:.1%}" + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
-    judge = pairwise["judge"]
-    table.add_row(f"judge: student win rate, ties half ({judge['model']})", "", text, "")
+    table.add_row(f"{who}: student win rate, ties half", "", text, "")
     table.add_row(
-        "judge: student win / tie / loss",
+        f"{who}: student win / tie / loss",
         "",
-        f"{pairwise['win']} / {pairwise['tie']} / {pairwise['loss']}",
-        f"{pairwise['judged']} of {pairwise['tasks']} judged",
-        end_section=True,
+        f"{result['win']} / {result['tie']} / {result['loss']}",
+        judged,
     )
-    table.caption = pairwise.get("caution")
