@@ -10,6 +10,7 @@ from pipeline.generate.config import GenerateConfig
 from pipeline.run.rundir import RunDir
 from pipeline.run.schemas import Instance, MachineTask, SeedTask, TeacherIdentity
 from pipeline.run.state import RunState
+from pipeline.run.summary import RunSummary
 
 TEACHER = TeacherIdentity(backend="openai", model="constructed", fingerprint="none")
 
@@ -121,5 +122,11 @@ def write_topic_run(
         for k, (_, text) in enumerate(rows)
     ]
     append_jsonl(run.tasks_path, tasks)
-    run.write_state(RunState(rounds_done=1, kept_total=len(tasks), teacher=TEACHER))
+    state = RunState(rounds_done=1, kept_total=len(tasks), teacher=TEACHER)
+    run.write_state(state)
+    run.write_summary(
+        RunSummary.from_state(
+            state, method="self-instruct", seeds_path=str(seeds_path), seeds_count=1, teacher=TEACHER
+        )
+    )
     return {t.id: topic for t, (topic, _) in zip(tasks, rows, strict=True)}

@@ -101,7 +101,7 @@ def test_select_covers_every_topic_of_a_skewed_run(topic_run, tmp_path):
     info = json.loads(
         CliRunner()
         .invoke(main, ["select", str(run_dir), "-n", "10", "-o", str(tmp_path / "b.jsonl"), "--json"])
-        .output
+        .stdout
     )
     assert info["quality_used"] is False and info["embedded_now"] == 0
     assert info["picked"]["clusters_covered"] == info["picked"]["clusters_total"]
@@ -143,7 +143,7 @@ def test_select_with_human_labels_trains_and_reports_the_model(topic_run, tmp_pa
         main, ["select", str(labelled), "-n", "12", "-o", str(out), "--format", "alpaca", "--json"]
     )
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["model"]["cv_accuracy"] >= 0.9 and info["model"]["cv_auc"] >= 0.9
     labels = len((tmp_path / "labels.jsonl").read_text().splitlines())
     assert info["quality_sources"] == {"human": labels, "model": len(topics) - labels}

@@ -9,6 +9,7 @@ once (`pipeline.core.model`). Any other sentence-transformers model can be named
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -103,6 +104,18 @@ def embedder_identity(config: EmbedderConfig) -> str:
     return f"{Path(config.model).name}-{model_fingerprint(config.model)}"[:80]
 
 
+@functools.lru_cache(maxsize=2)
+def _load_model(path: str, name: str) -> Any:
+    """One loaded model per folder and process: the report, `select` and a run's filter share it
+    (the weights are read-only; loading takes seconds)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device="cpu")
+    except OSError as exc:
+        raise UserError(f"embedder.model {name!r}: cannot load it offline ({exc})") from None
+
+
 class Embedder:
     """Loads the model on first use; `encode` returns normalised float32 rows, one per text."""
 
@@ -113,15 +126,8 @@ class Embedder:
 
     def _load(self) -> Any:
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
             path = str(bundled_embedder_dir()) if self.config.model == BUNDLED_EMBEDDER else self.config.model
-            try:
-                self._model = SentenceTransformer(path, device="cpu")
-            except OSError as exc:
-                raise UserError(
-                    f"embedder.model {self.config.model!r}: cannot load it offline ({exc})"
-                ) from None
+            self._model = _load_model(path, self.config.model)
         return self._model
 
     @property
