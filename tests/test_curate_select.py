@@ -215,3 +215,12 @@ def test_min_quality_without_a_source_and_a_bad_output_are_exit_2(topic_run, tmp
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["select", str(run_dir), "-n", "3", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "is a directory" in result.output
+
+
+def test_random_method_is_the_control(topic_run):
+    run_dir, _ = topic_run
+    view = load_view(run_dir)
+    picked = choose(view, 10, method="random", seed=3)
+    again = choose(view, 10, method="random", seed=3)
+    assert picked.ids == again.ids and len(set(picked.ids)) == 10
+    assert picked.picked == picked.random, "the control is the random subset itself"

@@ -95,6 +95,13 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     help="run data: train on the N training tasks `selfinstruct select` picks (quality and coverage)",
 )
 @click.option(
+    "--select-method",
+    type=click.Choice(["facility", "kcenter", "random"]),
+    default="facility",
+    show_default=True,
+    help="with --select: how `select` picks (random: a uniform sample of N, the control)",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
@@ -115,6 +122,7 @@ def train(
     drop_rejected: bool,
     min_quality: float | None,
     select_size: int | None,
+    select_method: str,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -154,7 +162,9 @@ def train(
     def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
         train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
         if select_size is not None:
-            train_examples, note = selected_training(data, train_examples, select_size, quiet=quiet)
+            train_examples, note = selected_training(
+                data, train_examples, select_size, method=select_method, quiet=quiet
+            )
             source = f"{source}; {note}"
         if not quiet:
             console.print(f"{len(train_examples)} training examples; held-out: {source}")

@@ -237,7 +237,7 @@ def filtered_training(
 
 
 def selected_training(
-    run_dir: Path, train: list[dict[str, str]], size: int, quiet: bool = False
+    run_dir: Path, train: list[dict[str, str]], size: int, method: str = "facility", quiet: bool = False
 ) -> tuple[list[dict[str, str]], str]:
     """`--select N`: the N tasks of the training side (after any other filter) that `selfinstruct
     select` picks for quality and coverage; the held-out split stays as it is."""
@@ -249,8 +249,10 @@ def selected_training(
         raise UserError(
             f"{run_dir}: --select needs training examples with task ids (a run, not an old export)"
         )
-    pick = SelectionFilter(size=size, among={e["task_id"] for e in train}, quiet=quiet)
+    pick = SelectionFilter(size=size, method=method, among={e["task_id"] for e in train}, quiet=quiet)  # type: ignore[arg-type]
     kept, note = filtered_training(run_dir, train, [pick])
     assert pick.result is not None
+    if method == "random":
+        return kept, f"{note}, at random (the control)"
     used = "quality and coverage" if pick.result.quality_used else "coverage alone (no quality source)"
     return kept, f"{note}, for {used}"

@@ -53,10 +53,11 @@ def describe_selection(info: dict) -> list[str]:
 )
 @click.option(
     "--method",
-    type=click.Choice(["facility", "kcenter"]),
+    type=click.Choice(["facility", "kcenter", "random"]),
     default="facility",
     show_default=True,
-    help="Coverage: facility location (lazy greedy) or k-center greedy on the embeddings.",
+    help="Coverage: facility location (lazy greedy) or k-center greedy on the embeddings; random: a "
+    "uniform sample (the control).",
 )
 @click.option(
     "--quality-weight",

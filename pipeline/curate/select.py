@@ -20,7 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-Method = Literal["facility", "kcenter"]
+Method = Literal["facility", "kcenter", "random"]
+"""random: a uniform sample, the control every curated subset is compared with."""
 EXACT_TARGETS = 4096
 CENTRE_TARGETS = 1024
 
@@ -105,6 +106,8 @@ def select_positions(
 ) -> list[int]:
     if method == "kcenter":
         return k_center(vectors, n, quality, quality_weight)
+    if method == "random":
+        return random_positions(len(vectors), n, seed)
     return facility_location(vectors, n, quality, quality_weight, seed, spread)
 
 
