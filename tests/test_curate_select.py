@@ -224,3 +224,23 @@ def test_random_method_is_the_control(topic_run):
     again = choose(view, 10, method="random", seed=3)
     assert picked.ids == again.ids and len(set(picked.ids)) == 10
     assert picked.picked == picked.random, "the control is the random subset itself"
+
+
+def test_a_model_no_better_than_chance_is_not_used():
+    from pipeline.curate.quality import task_quality
+    from pipeline.run.schemas import MachineTask
+
+    vectors, topic = clustered([60, 60], noise=0.6, seed=3)
+    tasks = [
+        MachineTask.model_construct(id=f"t{i}", instruction=f"task {i}", instances=[])
+        for i in range(len(vectors))
+    ]
+    noise = np.random.default_rng(7).permutation(topic)
+    human = {f"t{i}": bool(noise[i]) for i in range(0, 120, 2)}
+    quality = task_quality(tasks, vectors, human, {})
+    assert quality.model is not None and quality.model.auc < 0.6
+    assert any("no better than chance" in note for note in quality.notes)
+    assert quality.counts() == {"human": 60, "none": 60}
+    useful = task_quality(tasks, vectors, {f"t{i}": bool(topic[i]) for i in range(0, 120, 2)}, {})
+    assert useful.counts() == {"human": 60, "model": 60}
+    assert (useful.scores[1::2][topic[1::2] == 1] > 0.5).mean() > 0.9

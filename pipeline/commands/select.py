@@ -28,7 +28,7 @@ def describe_selection(info: dict) -> list[str]:
 
     rows = [
         f"{'':28s}{'selected':>10s}{'random':>10s}",
-        f"{'mean quality':28s}{q(picked['mean_quality']):>10s}{q(chance['mean_quality']):>10s}",
+        f"{'mean quality (where known)':28s}{q(picked['mean_quality']):>10s}{q(chance['mean_quality']):>10s}",
         f"{'clusters covered':28s}{picked['clusters_covered']:>10d}{chance['clusters_covered']:>10d}"
         f"  (of {picked['clusters_total']})",
         f"{'mean nearest-neighbour sim':28s}{picked['mean_nn_similarity']:>10.3f}{chance['mean_nn_similarity']:>10.3f}",

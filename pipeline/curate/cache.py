@@ -81,6 +81,8 @@ def embed_texts(
     for digest, text in zip(digests, texts, strict=True):
         if digest not in known and digest not in missing:
             missing[digest] = text
+    if on_done is not None and len(texts) - len(missing):
+        on_done(len(texts) - len(missing))  # the cached ones count as done
     if missing:
         fresh = embedder.encode(list(missing.values()), on_done=on_done)
         if cache is not None:

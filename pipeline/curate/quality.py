@@ -19,6 +19,9 @@ from pipeline.run.schemas import MachineTask
 MIN_LABELS = 10
 """Fewer labels than this (or fewer than MIN_PER_CLASS of either answer) train no model."""
 MIN_PER_CLASS = 3
+MIN_MODEL_AUC = 0.6
+"""A learned model whose cross-validated AUC is below this is no better than chance on this run: its
+scores are not used (said so), and unlabelled tasks get no quality rather than noise."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Quality:
 
     scores: np.ndarray
     sources: list[str]
-    model: QualityModel | None = None
+    model: QualityModel | None = None  # fitted, whether or not good enough to be used
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -117,7 +120,13 @@ def task_quality(
             )
         else:
             notes.append(model.describe())
-    predicted = model.predict(vectors) if model is not None else None
+            if model.auc < MIN_MODEL_AUC:
+                notes.append(
+                    f"its AUC is below {MIN_MODEL_AUC}: no better than chance here, so its scores are not "
+                    "used; only the labelled tasks have a quality"
+                )
+    usable = model is not None and model.auc >= MIN_MODEL_AUC
+    predicted = model.predict(vectors) if usable and model is not None else None
     for i, task in enumerate(tasks):
         judgment = judgments.get(task.id)
         if task.id in human:

@@ -26,6 +26,13 @@ EXACT_TARGETS = 4096
 CENTRE_TARGETS = 1024
 
 
+def known_or_prior(quality: np.ndarray) -> np.ndarray:
+    """Quality with the unknown ones (NaN) at the mean of the known: an unlabelled task is neither
+    rewarded nor punished against the labelled ones."""
+    known = quality[np.isfinite(quality)]
+    return np.where(np.isfinite(quality), quality, float(known.mean()) if known.size else 0.0)
+
+
 def _targets(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if len(vectors) <= EXACT_TARGETS:
         return vectors, np.ones(len(vectors))
@@ -50,7 +57,7 @@ def facility_location(
     weights = weights / weights.sum()
     sims = np.maximum(vectors @ targets.T, 0.0).astype(np.float32)
     a = quality_weight if quality is not None else 0.0
-    q = np.nan_to_num(quality, nan=0.0) if quality is not None else np.zeros(len(vectors))
+    q = known_or_prior(quality) if quality is not None else np.zeros(len(vectors))
     bonus = a * q / max(n, 1)
     best = np.zeros(len(targets), dtype=np.float32)
     picked: list[int] = []
@@ -81,7 +88,7 @@ def k_center(
     n = min(n, len(vectors))
     scale = np.ones(len(vectors))
     if quality is not None:
-        scale = (1 - quality_weight) + quality_weight * np.nan_to_num(quality, nan=0.0)
+        scale = (1 - quality_weight) + quality_weight * known_or_prior(quality)
     first = int(np.argmax(scale))
     picked = [first]
     distance = 1.0 - vectors @ vectors[first]
