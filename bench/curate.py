@@ -10,7 +10,11 @@ In one process, each step against a baseline measured in the same run:
      50,000 at the curated threshold, with the decisions that differ: where EXACT_LIMIT comes from.
 Timings on a shared machine are noisy; ratios are measured within one run.
 
-usage: python bench/select.py [--lines 50000] [--size 1000]
+Not named bench/select.py: a script's own folder comes first on sys.path, so a select.py there would stand
+in for the standard library's `select` module in every bench script (subprocess, selectors and torch
+import it).
+
+usage: python bench/curate.py [--lines 50000] [--size 1000]
 """
 
 from __future__ import annotations
