@@ -268,3 +268,5 @@ def evaluate(
         console.print(results_table(report))
         if out is not None:
             console.print(f"wrote {out / 'eval.json'}")
+            if not report.get("pairwise") and data is not None:
+                console.print(f"compare the answers blind: selfinstruct review {data} --pairwise {out}")

@@ -101,6 +101,13 @@ def review(
     """
     from pipeline.review.summary import review_summary
 
+    modes = [
+        flag
+        for flag, given in (("--import", import_file), ("--summary", summary), ("--pairwise", eval_path))
+        if given
+    ]
+    if len(modes) > 1:
+        raise UserError(f"{' and '.join(modes)} exclude each other: give one of them")
     if import_file is not None:
         from pipeline.review.importer import import_labels
 

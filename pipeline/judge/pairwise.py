@@ -21,12 +21,15 @@ from pipeline.judge.calls import ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import Preference, Unusable, read_preference
 from pipeline.judge.prompts import load_template, pairwise_request
-from pipeline.judge.stats import bootstrap_ci
+from pipeline.judge.stats import outcome_of, win_rate
 from pipeline.run.judgments import judge_caution
 from pipeline.teachers.base import Completion, Teacher
 
 ORDERS = ("base_first", "student_first")
-NO_COMPARISON = "answer quality: NOT COMPARED"
+NO_COMPARISON = (
+    "NO comparison of answer quality was made: `selfinstruct review RUN --pairwise EVAL_DIR` (people, blind) "
+    "or `evaluate --judge`"
+)
 NO_JUDGE_NOTE = (
     "no comparison of answer quality was made: held-out loss, ROUGE-L and clean endings do not measure "
     "whether answers got better; compare them blind with `selfinstruct review RUN --pairwise EVAL_DIR` "
@@ -41,10 +44,6 @@ def student_points(order: str, winner: str) -> float:
         return 0.5
     student_is_a = order == "student_first"
     return 1.0 if (winner == "A") == student_is_a else 0.0
-
-
-def outcome_of(points: float) -> str:
-    return "win" if points > 0.5 else "loss" if points < 0.5 else "tie"
 
 
 def _verdict(reply: Completion | Unusable) -> Preference | Unusable:
@@ -106,18 +105,13 @@ def compare(
             outcomes[entry["outcome"]] += 1
         row["judge"] = entry
 
-    interval = bootstrap_ci(task_points, seed=config.seed)
     return {
         "judge": teacher.identity.model_dump(),
         "caution": judge_caution([teacher.identity.model]),
         "prompt_version": template.version,
         "tasks": len(rows),
         "judged": len(task_points),
-        "win": outcomes.get("win", 0),
-        "tie": outcomes.get("tie", 0),
-        "loss": outcomes.get("loss", 0),
-        "win_rate": sum(task_points) / len(task_points) if task_points else None,
-        "ci95": list(interval) if interval is not None else None,
+        **win_rate(task_points, seed=config.seed),
         "single_verdicts": {k: single.get(k, 0) for k in ("win", "tie", "loss")},
         "first_answer_preferred": first_won / decided if decided else None,
         "unusable_verdicts": dict(unusable.most_common()),

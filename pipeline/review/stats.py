@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.jsonio import load_models
-from pipeline.judge.stats import bootstrap_ci, cohen_kappa
+from pipeline.judge.stats import cohen_kappa, outcome_of, win_rate
 from pipeline.review.labels import HUMAN_QUESTIONS, RATINGS, PairLabel, TaskLabel
 from pipeline.run.judgments import PAPER_SHARES, Judgment, judge_caution, task_digest
 from pipeline.run.layout import RunLayout
@@ -242,26 +242,15 @@ def pairwise_summary(labels: list[PairLabel], seed: int = 0) -> dict[str, Any]:
             rating = label.rating_of(side)  # type: ignore[arg-type]
             if rating is not None:
                 ratings[side][rating] += 1
-    per_task = {tid: sum(p) / len(p) for tid, p in points.items()}
-    outcomes = Counter(_outcome(p) for p in per_task.values())
-    values = [per_task[t] for t in sorted(per_task)]
-    interval = bootstrap_ci(values, seed=seed)
+    per_task = {tid: sum(p) / len(p) for tid, p in sorted(points.items())}
     return {
         "reviewers": sorted({label.reviewer for label in labels}),
         "labels": len(labels),
         "tasks": len(per_task),
-        "win": outcomes.get("win", 0),
-        "tie": outcomes.get("tie", 0),
-        "loss": outcomes.get("loss", 0),
-        "win_rate": sum(values) / len(values) if values else None,
-        "ci95": list(interval) if interval is not None else None,
+        **win_rate(list(per_task.values()), seed=seed),
         "ratings": {side: {r: ratings[side].get(r, 0) for r in RATINGS} for side in ratings},
-        "outcomes": {tid: _outcome(p) for tid, p in sorted(per_task.items())},
+        "outcomes": {tid: outcome_of(p) for tid, p in per_task.items()},
     }
-
-
-def _outcome(points: float) -> str:
-    return "win" if points > 0.5 else "loss" if points < 0.5 else "tie"
 
 
 def judge_pair_agreement(report: dict[str, Any], human: dict[str, Any]) -> dict[str, Any] | None:
