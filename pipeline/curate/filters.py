@@ -77,6 +77,8 @@ class SelectionFilter(_ViewCache):
         return self.size is not None
 
     def describe(self) -> str:
+        if self.method == "random":
+            return f"a uniform random {self.size} (seed {self.seed})"
         return f"select {self.size} by quality and coverage ({self.method})"
 
     def select(
