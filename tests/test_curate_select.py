@@ -244,3 +244,18 @@ def test_a_model_no_better_than_chance_is_not_used():
     useful = task_quality(tasks, vectors, {f"t{i}": bool(topic[i]) for i in range(0, 120, 2)}, {})
     assert useful.counts() == {"human": 60, "model": 60}
     assert (useful.scores[1::2][topic[1::2] == 1] > 0.5).mean() > 0.9
+
+
+def test_lazy_greedy_makes_the_textbook_greedy_choices():
+    """Facility location's lazy evaluation changes the cost, not the picks (on data without near-ties)."""
+    vectors, _ = clustered([40, 30, 20, 10], noise=0.8, seed=5)
+    vectors = vectors.astype(np.float64)
+    sims = np.maximum(vectors @ vectors.T, 0.0)
+    best = np.zeros(len(vectors))
+    textbook: list[int] = []
+    for _ in range(12):
+        gains = np.maximum(sims - best, 0.0).sum(axis=1)
+        gains[textbook] = -1.0
+        textbook.append(int(np.argmax(gains)))
+        best = np.maximum(best, sims[textbook[-1]])
+    assert facility_location(vectors, 12) == textbook
