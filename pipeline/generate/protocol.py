@@ -253,12 +253,21 @@ def _context(
     committed: list[MachineTask],
     teacher: Teacher,
     constrained: bool,
+    run_path: Path,
 ) -> RunContext:
-    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG,
-    and whether replies are held to their formats."""
+    """What the rounds share: the ROUGE-L index over seeds and committed tasks (and, with
+    `dedup.semantic_duplicate`, the embedding index over them), the pool, the saved RNG, and whether
+    replies are held to their formats."""
     index = RougeIndex(config.dedup)
     index.add_many([s.instruction for s in seeds])
     index.add_many([t.instruction for t in committed])
+    semantic = None
+    if config.dedup.semantic_duplicate:
+        from pipeline.curate.semantic import SemanticFilter
+
+        semantic = SemanticFilter.for_run(run_path, config.embedder, config.dedup.semantic_threshold)
+        semantic.add_texts([s.id for s in seeds], [s.instruction for s in seeds])
+        semantic.add_texts([t.id for t in committed], [t.instruction for t in committed])
     return RunContext(
         config,
         seeds,
@@ -268,6 +277,7 @@ def _context(
         rng_from_json(state.rng_state),
         teacher.identity,
         constrained=constrained,
+        semantic=semantic,
     )
 
 
@@ -320,7 +330,7 @@ def run_generation(
                     # with the same decision (and cache keys) without asking the teacher again.
                     state.constrained = decided
                     run.write_state(state)
-                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied)
+                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied, run.path)
                 progress.run_started(state, config, teacher.usage)
                 outcome.stopped, outcome.rounds_run = _loop(
                     ctx,
