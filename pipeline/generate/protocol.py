@@ -294,6 +294,7 @@ def run_generation(
         state, seeds_path, seeds, templates, committed, pending = prepare_run(
             config, run, force=force, teacher=identity
         )
+        recipe_class(config.method).check(config, seeds)  # before any request: a clear refusal, fast
         teacher, own_teacher = _open_teacher(config, run, teacher, verbose)
         start_usage = teacher.usage.copy()
         outcome = RunOutcome(summary=None, rounds_run=0)
