@@ -30,7 +30,7 @@ from pipeline.report.figures import compute_report, load_run
 from pipeline.report.html import render_html
 from pipeline.run.reader import Run
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "runs"  # whole rounds; test_prompts owns golden/*.*
 UPDATE_GOLDEN = "SELFINSTRUCT_UPDATE_GOLDEN"
 VOCAB = [
     f"{a}{b}"
@@ -302,13 +302,26 @@ def test_cli_from_and_method_flags(fake, seeds, tmp_path):
     assert stored["evol"]["from_run"] == str(tmp_path / "first")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("crash", ["mid_teacher@2", "after_append@1", "after_tasks@2"])
-def test_kill_and_resume_repeats_no_call(fake, seeds, tmp_path, crash):
-    config = tmp_path / "evol.yaml"
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory):
+    """One fake teacher, config and uninterrupted run shared by the kill tests (the run to match)."""
+    root = tmp_path_factory.mktemp("kill")
+    fake = EvolFake().start()
+    seeds = write_seeds(root / "seeds.jsonl", SEED_TEXTS)
+    config = root / "config.yaml"
     config.write_text(yaml.safe_dump(settings(fake.url, seeds)))
-    base = generate_cli(config, tmp_path / "base", "base")
+    base = generate_cli(config, root / "base", "base")
     assert base.returncode == 0, base.stderr
+    try:
+        yield fake, config, root / "base"
+    finally:
+        fake.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["mid_teacher@2", "after_append@1", "after_tasks@2", "torn_append@2"])
+def test_kill_and_resume_repeats_no_call(killable, tmp_path, crash):
+    fake, config, base_dir = killable
     key = f"killed-{crash}"
     proc = generate_cli(config, tmp_path / "killed", key, crash=crash)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
@@ -320,5 +333,5 @@ def test_kill_and_resume_repeats_no_call(fake, seeds, tmp_path, crash):
     assert max(calls.values()) == 1, "a resumed run repeated a teacher call"
     assert set(calls) == set(fake.calls_for("base"))
     mine = [t.model_dump(exclude={"created_at"}) for t in Run.open(tmp_path / "killed").committed_tasks()]
-    theirs = [t.model_dump(exclude={"created_at"}) for t in Run.open(tmp_path / "base").committed_tasks()]
+    theirs = [t.model_dump(exclude={"created_at"}) for t in Run.open(base_dir).committed_tasks()]
     assert mine == theirs
