@@ -22,7 +22,7 @@ from openai_fakes import SEED_TEXTS, FakeServer, completion, error, read_request
 
 from pipeline.core.errors import UserError
 from pipeline.generate.config import EvolConfig, GenerateConfig
-from pipeline.generate.prompts import ANSWER_SUFFIX
+from pipeline.generate.prompts import ANSWER_SUFFIX, load_templates
 from pipeline.generate.protocol import run_generation
 from pipeline.generate.recipes.evol_instruct import answer_reasons, clean_rewrite, evolution_reasons
 from pipeline.quality.config import FilterConfig
@@ -161,8 +161,18 @@ def test_each_evolution_rule_catches_its_case(evolved, code):
     assert code in evolution_reasons(PARENT, evolved, CFG)
 
 
+def test_a_rewrite_repeating_the_prompts_instructions_is_a_copy():
+    header = load_templates()["evolve_breadth"]
+    echoed = "Plan a quiet study corner on a budget. Reply with the new task alone: no heading, no label."
+    assert "evol_copies_prompt" in evolution_reasons(PARENT, echoed, CFG, header)
+    # Words the parent itself brought are no copy of the prompt, even if the prompt has them too.
+    parent = "Write a short task that people give to an AI assistant about gardening."
+    rewrite = "Write a short task that people give to an AI assistant about pruning roses in winter frost."
+    assert "evol_copies_prompt" not in evolution_reasons(parent, rewrite, CFG, header)
+
+
 def test_a_real_evolution_passes_every_rule():
-    assert evolution_reasons(PARENT, GOOD, CFG) == []
+    assert evolution_reasons(PARENT, GOOD, CFG, load_templates()["evolve_constraints"]) == []
     # In-breadth: a new task of the same field shares few words and passes too.
     assert (
         evolution_reasons(PARENT, "Plan a quiet study corner in a shared dormitory room on a budget.", CFG)

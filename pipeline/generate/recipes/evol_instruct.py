@@ -24,7 +24,7 @@ from pipeline.generate.recipe import REPLY_CHARS, Ask, Candidate, Phase, Recipe
 from pipeline.quality.config import FilterConfig
 from pipeline.quality.filters import check_instruction
 from pipeline.quality.rouge import rouge_l
-from pipeline.quality.textstats import content_share, content_words
+from pipeline.quality.textstats import content_share, content_words, words
 from pipeline.run.reader import Run
 from pipeline.run.schemas import Evolution, Instance, MachineTask, SeedTask
 from pipeline.teachers.base import Completion
@@ -47,13 +47,30 @@ class Parent:
 
 
 # -- the paper's elimination rules, judge-free: (parent, rewrite, settings) -> reason codes ------------
-def evolution_reasons(parent: str, evolved: str, cfg: EvolConfig) -> list[str]:
-    """Why a rewrite is no evolution: it copies the evolution prompt's words, is too short, brings
-    fewer than `min_new_words` content words its parent lacks (no information gain), or is nearly the
-    parent again by ROUGE-L."""
-    reasons = []
+COPY_NGRAM = 5
+"""A run of this many words of the evolution prompt's own text (not of the parent) is a copy of it."""
+
+
+def _ngrams(text: str, n: int = COPY_NGRAM) -> set[tuple[str, ...]]:
+    tokens = words(text)
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def copies_prompt(evolved: str, parent: str, prompt: str, markers: list[str]) -> bool:
+    """The rewrite repeats the evolution prompt: one of its labels ("Rewritten task", "#Rewritten
+    Prompt#"...), or five words in a row of its instructions that the parent does not have."""
     lowered = evolved.casefold()
-    if any(marker.casefold() in lowered for marker in cfg.copy_markers):
+    if any(marker.casefold() in lowered for marker in markers):
+        return True
+    return bool(_ngrams(evolved) & (_ngrams(prompt) - _ngrams(parent)))
+
+
+def evolution_reasons(parent: str, evolved: str, cfg: EvolConfig, prompt: str = "") -> list[str]:
+    """Why a rewrite is no evolution: it copies the evolution prompt (`prompt`, the text the teacher
+    was shown), is too short, brings fewer than `min_new_words` content words its parent lacks (no
+    information gain), or is nearly the parent again by ROUGE-L."""
+    reasons = []
+    if copies_prompt(evolved, parent, prompt, cfg.copy_markers):
         reasons.append("evol_copies_prompt")
     if len(evolved.split()) < cfg.min_words:
         reasons.append("evol_too_short")
@@ -151,7 +168,8 @@ class EvolInstruct(Recipe):
         parent, _ = self.picked[i]
         cand = self.candidate(i, 0, text, finish, [parent.id])
         cand.extra["evolution"] = Evolution(**self.lineage[i])
-        reasons = evolution_reasons(parent.text, text, self.config.evol)
+        op = self.lineage[i]["operation"]
+        reasons = evolution_reasons(parent.text, text, self.config.evol, self.ctx.templates[f"evolve_{op}"])
         reasons += check_instruction(text, finish, self.config.filters)
         if reasons:
             self.reject(
