@@ -345,3 +345,10 @@ def test_kill_and_resume_repeats_no_call(killable, tmp_path, crash):
     mine = [t.model_dump(exclude={"created_at"}) for t in Run.open(tmp_path / "killed").committed_tasks()]
     theirs = [t.model_dump(exclude={"created_at"}) for t in Run.open(base_dir).committed_tasks()]
     assert mine == theirs
+
+
+@pytest.mark.parametrize("method", ["evol-instruct", "magpie"])
+def test_free_text_methods_decode_freely_and_refuse_constrained_on(method):
+    assert GenerateConfig(method=method).decoding.constrained == "off"  # auto: nothing to hold, no probe
+    with pytest.raises(ValueError, match="no reply layout"):
+        GenerateConfig(method=method, decoding={"constrained": "on"})

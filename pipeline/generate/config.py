@@ -305,6 +305,15 @@ class GenerateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
+        if self.method in FREE_TEXT_METHODS:
+            # Rewrites, queries and answers are free text: no grammar to hold them to, so `auto` means off
+            # (and no probe request), and `on` is a mistake worth saying.
+            if self.decoding.constrained == "on":
+                raise ValueError(
+                    f"decoding.constrained is 'on', but method {self.method} writes free text (rewrites, "
+                    "queries, answers): there is no reply layout to hold decoding to; use auto or off"
+                )
+            self.decoding.constrained = "off"
         if self.method == "self-instruct" and self.prompt_count <= self.num_machine_instructions:
             raise ValueError(
                 f"num_prompt_instructions ({self.prompt_count}) must exceed num_machine_instructions "
@@ -319,6 +328,9 @@ class GenerateConfig(BaseModel):
             return self.num_prompt_instructions
         return 8 if self.method == "self-instruct" else 3
 
+
+FREE_TEXT_METHODS = ("evol-instruct", "magpie")
+"""Methods whose replies have no layout (`decoding.constrained` is off for them)."""
 
 RUN_LENGTH_KEYS = ("rounds", "until", "time_budget", "max_rounds_without_progress")
 
