@@ -11,7 +11,10 @@ ratio of kept and of kept per 1,000 tokens to the self-instruct baseline measure
 
     python bench/methods.py [--batch-size 32] [--seed 42] [--turns 1] [--out DIR] [--json]
 
-With `--out DIR` the four run directories stay there (for review, export, report).
+With `--out DIR` the four run directories stay there (for review, export, report), each with its teacher
+cache, and a rerun with the same `--out` continues: a method whose round is committed is read back, not
+run again, and a round cut short (say by a time limit) resumes from its cache. Tokens and requests are
+counted from the round's cache, so a resumed round counts every request once, whoever paid for it.
 """
 
 from __future__ import annotations
@@ -50,28 +53,44 @@ def run_method(teacher: Any, method: str, args: argparse.Namespace, root: Path) 
         "time_budget": "none",
         "batch_size": args.batch_size,
         "seed": args.seed,
-        "teacher.cache": False,
+        "teacher.cache": True,
         "magpie.turns": args.turns if method == "magpie" else None,
     }
     config = load_config(REPO / PRESETS[method], GenerateConfig, overrides)
     run_dir = root / method
     started = time.perf_counter()
-    outcome = run_generation(config, run_dir, teacher=teacher)
+    state = Run(run_dir).read_state() if run_dir.exists() else None
+    if state is None or state.rounds_done < 1:
+        run_generation(config, run_dir, teacher=teacher)
     wall = time.perf_counter() - started
-    run = Run.open(run_dir)
+    return figures(Run.open(run_dir), method, config.prompt_style, args.batch_size, wall)
+
+
+def _paid(run: Any) -> tuple[int, int]:
+    """(requests, completion tokens) of the run: from its cache (each request once, also across a
+    resume), or from summary.json for a run made without one."""
+    cache = run.cache_dir / "teacher.jsonl"
+    if cache.is_file():
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return len(rows), sum(int(r["completion"]["completion_tokens"]) for r in rows)
+    totals = run.summary().totals
+    return totals.requests, totals.completion_tokens
+
+
+def figures(run: Any, method: str, style: str, opening: int, wall: float) -> dict[str, Any]:
     tasks = run.committed_tasks()
     reasons = Counter(code for r in run.read_rejections() for code in r.reasons)
-    totals = outcome.summary.totals
     instances = [i for t in tasks for i in t.instances]
-    kept, tokens, requests = len(tasks), totals.completion_tokens, totals.requests
+    kept = len(tasks)
+    requests, tokens = _paid(run)
     return {
         "method": method,
         "preset": PRESETS[method],
-        "prompt_style": config.prompt_style,
-        "opening_requests": args.batch_size,
+        "prompt_style": style,
+        "opening_requests": opening,
         "requests": requests,
         "completion_tokens": tokens,
-        "candidates": sum(row.candidates for row in outcome.summary.rounds),
+        "candidates": sum(row.candidates for row in run.summary().rounds),
         "kept": kept,
         "kept_per_request": round(kept / requests, 3) if requests else 0.0,
         "kept_per_1k_tokens": round(1000 * kept / tokens, 2) if tokens else 0.0,
@@ -79,9 +98,9 @@ def run_method(teacher: Any, method: str, args: argparse.Namespace, root: Path) 
         if instances
         else 0.0,
         "rejections": dict(reasons.most_common()),
-        "teacher_s": round(totals.seconds, 1),
+        "teacher_s": round(run.summary().totals.seconds, 1),
         "wall_s": round(wall, 1),
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
     }
 
 
@@ -121,13 +140,13 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(
         f"{'method':14} {'requests':>8} {'tokens':>7} {'kept':>5} {'kept/req':>8} {'kept/1k tok':>11} "
-        f"{'input>0':>7} {'kept x':>6} {'/1k x':>6} {'wall s':>7}"
+        f"{'input>0':>7} {'kept x':>6} {'/1k x':>6} {'teacher s':>9}"
     )
     for r in report["runs"]:
         print(
             f"{r['method']:14} {r['requests']:>8} {r['completion_tokens']:>7} {r['kept']:>5} "
             f"{r['kept_per_request']:>8} {r['kept_per_1k_tokens']:>11} {r['non_empty_input_share']:>7.0%} "
-            f"{r['kept_ratio']!s:>6} {r['kept_per_1k_tokens_ratio']!s:>6} {r['wall_s']:>7}"
+            f"{r['kept_ratio']!s:>6} {r['kept_per_1k_tokens_ratio']!s:>6} {r['teacher_s']:>9}"
         )
     print(f"(kept x, /1k x: ratio to the {BASELINE} baseline of this run)")
     for r in report["runs"]:
@@ -143,7 +162,9 @@ def main() -> int:
     parser.add_argument(
         "--methods", default=",".join(PRESETS), help="comma-separated, from: " + ", ".join(PRESETS)
     )
-    parser.add_argument("--out", default=None, help="keep the run directories in this (new or empty) folder")
+    parser.add_argument(
+        "--out", default=None, help="keep the run directories in this folder; rerun with it to continue"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -151,8 +172,6 @@ def main() -> int:
     unknown = [m for m in methods if m not in PRESETS]
     if unknown or BASELINE not in methods:
         parser.error(f"--methods: unknown {unknown}" if unknown else f"--methods must include {BASELINE}")
-    if args.out and Path(args.out).exists() and any(Path(args.out).iterdir()):
-        parser.error(f"--out {args.out}: the folder is not empty")
 
     from pipeline.teachers import EngineOptions, TeacherConfig
     from pipeline.teachers.vllm_local import VLLMTeacher
