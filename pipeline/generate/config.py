@@ -326,7 +326,8 @@ class GenerateConfig(BaseModel):
         """Tasks shown in one instruction prompt."""
         if self.num_prompt_instructions is not None:
             return self.num_prompt_instructions
-        return 8 if self.method == "self-instruct" else 3
+        # evol-instruct shows one task (the parent); magpie shows none (it needs no seeds)
+        return {"self-instruct": 8, "alpaca": 3, "evol-instruct": 1, "magpie": 0}[self.method]
 
 
 FREE_TEXT_METHODS = ("evol-instruct", "magpie")
