@@ -363,3 +363,29 @@ def test_evaluates_table_leads_with_the_peoples_verdict_or_says_none_was_made():
     rows = text({**report, "human": human})
     assert "people (blind): student win rate" in rows[0] and "50.0%" in rows[0]
     assert "1 / 0 / 1" in rows[1] and not any("NO comparison" in r for r in rows)
+
+
+def test_a_rerun_of_evaluate_keeps_the_peoples_verdicts_only_for_the_same_answers(tmp_path):
+    from tuning.evaluate import carry_human_review
+
+    from pipeline.review.pairs import eval_id
+
+    rows = [
+        {
+            "id": "t1",
+            "instruction": "Say hi.",
+            "input": "",
+            "base": {"answer": "hi"},
+            "student": {"answer": "hello"},
+        }
+    ]
+    report = {"models": {"base": {}, "student": {}}, "answers": rows}
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({**report, "human": {"eval_id": eval_id(report), "win": 1}}))
+    same = json.loads(json.dumps(report))
+    carry_human_review(path, same)
+    assert same["human"] == {"eval_id": eval_id(report), "win": 1}
+    changed = json.loads(json.dumps(report))
+    changed["answers"][0]["student"]["answer"] = "hey"
+    carry_human_review(path, changed)
+    assert "human" not in changed
