@@ -30,7 +30,7 @@ from pipeline.report.figures import compute_report, load_run
 from pipeline.report.html import render_html
 from pipeline.run.reader import Run
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "runs"  # whole rounds; test_prompts owns golden/*.*
+GOLDEN = Path(__file__).resolve().parent / "golden" / "rounds"  # whole rounds; test_prompts owns golden/*.*
 UPDATE_GOLDEN = "SELFINSTRUCT_UPDATE_GOLDEN"
 VOCAB = [
     f"{a}{b}"

@@ -30,7 +30,7 @@ from pipeline.quality.config import FilterConfig
 from pipeline.run.export import export_run
 from pipeline.run.reader import Run
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "runs"  # whole rounds; test_prompts owns golden/*.*
+GOLDEN = Path(__file__).resolve().parent / "golden" / "rounds"  # whole rounds; test_prompts owns golden/*.*
 UPDATE_GOLDEN = "SELFINSTRUCT_UPDATE_GOLDEN"
 USER_OPEN = "<|im_start|>user\n"
 ASSISTANT_OPEN = "<|im_start|>assistant\n"
