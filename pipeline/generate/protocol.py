@@ -308,6 +308,7 @@ def run_generation(
         state, seeds_path, seeds, templates, committed, pending = prepare_run(
             config, run, force=force, teacher=identity
         )
+        recipe_class(config.method).check(config, seeds)  # before any request: a clear refusal, fast
         teacher, own_teacher = _open_teacher(config, run, teacher, verbose)
         cache = _cache_of(teacher)
         if cache is not None:  # what a killed invocation paid for after the last commit is still owed

@@ -83,6 +83,8 @@ class Candidate:
     instances: list[Instance] = field(default_factory=list)
     label: Label | None = None
     ready: bool = False  # passed every stage before the final offer
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further `MachineTask` fields a recipe fills (evol-instruct's `evolution`, magpie's `conversation`)."""
 
     @property
     def request(self) -> int:
@@ -140,6 +142,11 @@ class Recipe(ABC):
         self.round_no = round_no
         self.candidates: list[Candidate] = []
         self.rejections = RejectionLog()
+
+    @classmethod  # noqa: B027 - an optional hook: most methods can run any config
+    def check(cls, config: GenerateConfig, seeds: list[SeedTask]) -> None:
+        """Refuse a config this method cannot run with a `UserError`, before the teacher is opened or
+        asked anything (magpie: no chat template; evol-instruct: no run to evolve)."""
 
     @property
     def chat(self) -> bool:
@@ -351,6 +358,7 @@ class Recipe(ABC):
                     most_similar=verdict.most_similar,
                     avg_similarity=verdict.avg_similarity,
                     created_at=now,
+                    **cand.extra,
                 )
             )
         return tasks

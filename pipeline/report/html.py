@@ -2,7 +2,8 @@
 
 The page is assembled from escaped fragments; there is no template engine to install and nothing is
 loaded from the network. Each section has a stable id (overview, funnel, reasons, novelty, lengths,
-shares, review, judge, verbs, rounds, sample, config) so that tests and links can find it.
+shares, review, judge, verbs, rounds, evolution (evol-instruct runs only), sample, config) so that tests and
+links can find it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SECTIONS = (
     ("verbs", "Verbs and objects"),
     ("diversity", "Diversity map"),
     ("rounds", "Rounds"),
+    ("evolution", "Evolution"),
     ("sample", "Sample"),
     ("config", "Configuration"),
 )
@@ -517,6 +519,18 @@ def _sample(fig: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _evolution(fig: dict[str, Any]) -> str | None:
+    """evol-instruct's kept share per operation and per depth; no section for other methods."""
+    evo = fig.get("evolution")
+    if not evo:
+        return None
+    parts = ['<p class="lead">The share of evolutions kept (every rejected one counts as tried).</p>']
+    for key, title in (("operation", "operation"), ("depth", "depth")):
+        rows = [[str(r[key]), _int(r["tried"]), _int(r["kept"]), _pct(r["share"])] for r in evo[f"by_{key}"]]
+        parts.append(_table([title, "tried", "kept", "kept share"], rows, {1, 2, 3}))
+    return "".join(parts)
+
+
 def _config(config_text: str) -> str:
     if not config_text.strip():
         return _empty("config.yaml is missing.")
@@ -540,12 +554,14 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         "verbs": _verbs(figures, plots.get("verbs")),
         "diversity": _diversity(figures, plots.get("diversity"), plots.get("clusters")),
         "rounds": _rounds(figures, plots.get("rounds")),
+        "evolution": _evolution(figures),
         "sample": _sample(figures),
         "config": _config(config_text),
     }
-    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in SECTIONS)
+    shown = [(sid, title) for sid, title in SECTIONS if bodies[sid] is not None]
+    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in shown)
     sections = "".join(
-        f'<section id="{sid}"><h2>{escape(title)}</h2>{bodies[sid]}</section>' for sid, title in SECTIONS
+        f'<section id="{sid}"><h2>{escape(title)}</h2>{bodies[sid]}</section>' for sid, title in shown
     )
     title = f"Run report: {ov['run']}"
     teacher = ov["teacher"]
