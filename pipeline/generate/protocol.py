@@ -189,7 +189,7 @@ def prepare_run(
     state = run.read_state()
     stored = run.read_config()
     if stored is not None and (state is not None or run.tasks_path.exists()):
-        diffs = config_differences(stored, new_config, FREE_KEYS)
+        diffs = config_differences(stored, new_config, FREE_KEYS, GenerateConfig().model_dump(mode="json"))
         if state is not None and state.fingerprints:
             diffs += fingerprint_differences(state.fingerprints, fingerprints)
         if state is not None and state.teacher is not None and teacher is not None:
