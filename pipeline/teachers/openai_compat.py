@@ -1,11 +1,12 @@
 """Any OpenAI-compatible server as the teacher: vLLM's own server, several replicas, or a hosted API.
 
-Requests run concurrently on the async `openai` client, spread over the base URLs by `ReplicaRouter`:
+Requests run concurrently on one event loop (the wire path, `wire.py`: raw HTTP, one JSON decode, the
+`openai` SDK's own exception types), spread over the base URLs by `ReplicaRouter`:
 least in-flight among healthy replicas, failing ones benched and their retries sent elsewhere. Each
 replica has its own concurrency limit, at most `concurrency`, found by AIMD (`aimd.py`): it grows
 while answers come back and shrinks on 429 / 503 / timeouts; a request waits while every replica that
 is up is at its limit. `usage.replicas` follows each replica's requests, failures and limit live. Delivering an answer may wait on the cache's disk write: it is awaited
-(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
+(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The wire path never retries on its own, so that one policy, ours
 (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and fitting
 `max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
 starts, the calls already open are let finish and their answers delivered (and so cached), and then
@@ -40,7 +41,6 @@ from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.replicas import ReplicaRouter, ReplicaState
 from pipeline.teachers.retry import (
     Action,
-    BadResponse,
     classify,
     error_text,
     fitted_max_tokens,
@@ -51,6 +51,7 @@ from pipeline.teachers.retry import (
 )
 from pipeline.teachers.runtime import local_identity, served_name
 from pipeline.teachers.usage import Usage
+from pipeline.teachers.wire import CHAT_COMPLETIONS, COMPLETIONS, WireClient, parse_completion, request_body
 
 BACKEND = "openai"
 PLACEHOLDER_KEY = "EMPTY"
@@ -137,27 +138,13 @@ class OpenAITeacher(Teacher):
         asyncio.run(self._stream(queue, deliver))
 
     async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
-        import openai
-
         if self._tls is None:
             self._tls = tls_context()
-        # A connection pool per replica (one shared pool slows down as it grows: it scans its
-        # connections per request), each keeping a connection alive for every request it may have open.
+        # A connection pool per replica, each keeping a connection alive for every request it may have
+        # open; the wire path (`wire.py`) sends our own body and reads the raw reply.
         per_replica = self.config.concurrency
-        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-            max_connections=max(per_replica, openai.DEFAULT_CONNECTION_LIMITS.max_connections or 0),
-            max_keepalive_connections=per_replica,
-        )
         clients = {
-            replica.url: openai.AsyncOpenAI(
-                base_url=replica.url,
-                api_key=self.api_key,
-                max_retries=0,
-                timeout=self.config.timeout_s,
-                http_client=openai.DefaultAsyncHttpxClient(
-                    limits=limits, timeout=self.config.timeout_s, verify=self._tls
-                ),
-            )
+            replica.url: WireClient(replica.url, self.api_key, self.config.timeout_s, per_replica, self._tls)
             for replica in self.router.replicas
         }
         # Every replica at its maximum: the most requests that can be open (the limits do the rest).
@@ -316,31 +303,11 @@ class OpenAITeacher(Teacher):
         return completion
 
     @staticmethod
-    async def _call(client: Any, kwargs: dict[str, Any], chat: bool) -> Any:
-        if chat:
-            return await client.chat.completions.create(**kwargs)
-        return await client.completions.create(**kwargs)
+    async def _call(client: WireClient, kwargs: dict[str, Any], chat: bool) -> bytes:
+        return await client.post(CHAT_COMPLETIONS if chat else COMPLETIONS, request_body(kwargs))
 
-    def _completion(self, response: Any, request: Request) -> Completion:
-        choices = getattr(response, "choices", None)
-        if isinstance(response, str) or not choices:
-            raise BadResponse("the reply has no choices")
-        if len(choices) != request.params.n:
-            raise BadResponse(f"asked for {request.params.n} choices, got {len(choices)}")
-        ordered = sorted(choices, key=lambda c: c.index or 0)
-        if request.is_chat:
-            texts = [(c.message.content if c.message is not None else None) or "" for c in ordered]
-        else:
-            texts = [c.text or "" for c in ordered]
-        usage = getattr(response, "usage", None)
-        return Completion(
-            texts=texts,
-            finish_reasons=[c.finish_reason or "unknown" for c in ordered],
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            backend=BACKEND,
-            model=self.identity.model,
-        )
+    def _completion(self, response: bytes, request: Request) -> Completion:
+        return parse_completion(response, request.params.n, request.is_chat, self.identity.model, BACKEND)
 
 
 def tls_context() -> ssl.SSLContext:
