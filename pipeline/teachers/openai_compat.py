@@ -133,20 +133,41 @@ class OpenAITeacher(Teacher):
         self._rng = rng or random.Random()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
+        # One event loop and one connection pool per replica for the teacher's life: the connections
+        # opened in one batch (round) serve the next, instead of a new handshake per replica and round.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: dict[str, WireClient] = {}
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
-        asyncio.run(self._stream(queue, deliver))
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._stream(queue, deliver))
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            clients, self._clients = list(self._clients.values()), {}
+            for client in clients:
+                self._loop.run_until_complete(client.close())
+            self._loop.close()
+
+    def _wire_clients(self) -> dict[str, WireClient]:
+        """A connection pool per replica (made on the teacher's loop), each keeping a connection alive
+        for every request it may have open; the wire path (`wire.py`) sends our body, reads the raw reply."""
+        if not self._clients:
+            if self._tls is None:
+                self._tls = tls_context()
+            per_replica = self.config.concurrency
+            self._clients = {
+                replica.url: WireClient(
+                    replica.url, self.api_key, self.config.timeout_s, per_replica, self._tls
+                )
+                for replica in self.router.replicas
+            }
+        return self._clients
 
     async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
-        if self._tls is None:
-            self._tls = tls_context()
-        # A connection pool per replica, each keeping a connection alive for every request it may have
-        # open; the wire path (`wire.py`) sends our own body and reads the raw reply.
+        clients = self._wire_clients()
         per_replica = self.config.concurrency
-        clients = {
-            replica.url: WireClient(replica.url, self.api_key, self.config.timeout_s, per_replica, self._tls)
-            for replica in self.router.replicas
-        }
         # Every replica at its maximum: the most requests that can be open (the limits do the rest).
         gate = asyncio.Semaphore(per_replica * len(self.router.replicas))
         self._waiting.clear()
@@ -184,8 +205,6 @@ class OpenAITeacher(Teacher):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             self.usage.replicas = self.router.counts()
-            for client in clients.values():
-                await client.close()
         if errors:
             raise errors[0]
 
