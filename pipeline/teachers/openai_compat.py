@@ -22,7 +22,9 @@ import contextlib
 import os
 import random
 import ssl
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +139,7 @@ class OpenAITeacher(Teacher):
         # opened in one batch (round) serve the next, instead of a new handshake per replica and round.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[str, WireClient] = {}
+        self._finalizer: weakref.finalize | None = None
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         if self._loop is None or self._loop.is_closed():
@@ -144,11 +147,10 @@ class OpenAITeacher(Teacher):
         self._loop.run_until_complete(self._stream(queue, deliver))
 
     def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            clients, self._clients = list(self._clients.values()), {}
-            for client in clients:
-                self._loop.run_until_complete(client.close())
-            self._loop.close()
+        if self._finalizer is not None:
+            self._finalizer()  # also run when the teacher is garbage-collected, or at exit, if never closed
+        _shutdown(self._loop, [])
+        self._clients = {}
 
     def _wire_clients(self) -> dict[str, WireClient]:
         """A connection pool per replica (made on the teacher's loop), each keeping a connection alive
@@ -163,6 +165,7 @@ class OpenAITeacher(Teacher):
                 )
                 for replica in self.router.replicas
             }
+            self._finalizer = weakref.finalize(self, _shutdown, self._loop, list(self._clients.values()))
         return self._clients
 
     async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
@@ -174,10 +177,18 @@ class OpenAITeacher(Teacher):
         stop = asyncio.Event()
         errors: list[Exception] = []
         running: set[asyncio.Task] = set()
+        idle = asyncio.Event()  # set when nothing is running (one wake-up, not a wait over every task)
+
+        def ended(task: asyncio.Task) -> None:
+            running.discard(task)
+            if not running:
+                idle.set()
 
         def launch() -> None:
             for index, request in queue.take():
-                running.add(asyncio.create_task(one(index, request)))
+                task = asyncio.create_task(one(index, request))
+                running.add(task)
+                task.add_done_callback(ended)
 
         async def one(index: int, request: Request) -> None:
             try:
@@ -197,9 +208,8 @@ class OpenAITeacher(Teacher):
 
         launch()
         try:
-            while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                running.difference_update(done)
+            if running:
+                await idle.wait()
         finally:
             for task in running:
                 task.cancel()
@@ -327,6 +337,29 @@ class OpenAITeacher(Teacher):
 
     def _completion(self, response: bytes, request: Request) -> Completion:
         return parse_completion(response, request.params.n, request.is_chat, self.identity.model, BACKEND)
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop | None, clients: list[WireClient]) -> None:
+    """Close the connection pools and the teacher's loop (from `close`, at garbage collection or exit).
+
+    Garbage collection may run this while another loop runs on this thread (another teacher's): ours
+    then closes on a thread of its own, where no loop is running."""
+    if loop is None or loop.is_closed() or loop.is_running():
+        return
+
+    def run() -> None:
+        for client in clients:
+            loop.run_until_complete(client.close())
+        loop.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    closer = threading.Thread(target=run, name="teacher-close")
+    closer.start()
+    closer.join()
 
 
 def tls_context() -> ssl.SSLContext:
