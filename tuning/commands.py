@@ -78,6 +78,12 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--require-valid", is_flag=True, help="run data: train on tasks the judge found valid on all three"
 )
 @click.option(
+    "--reviewed-only", is_flag=True, help="run data: train on tasks people marked valid on all three"
+)
+@click.option(
+    "--drop-rejected", is_flag=True, help="run data: leave out tasks people rejected, keep unreviewed ones"
+)
+@click.option(
     "--force",
     is_flag=True,
     help="start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed)",
@@ -94,6 +100,8 @@ def train(
     merge: bool | None,
     min_score: int | None,
     require_valid: bool,
+    reviewed_only: bool,
+    drop_rejected: bool,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -112,12 +120,16 @@ def train(
             "merge": merge,
         },
     )
+    from pipeline.review.filters import review_filter
     from pipeline.run.judgments import JudgeFilter
     from tuning.data import load_splits
     from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
-    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
+    keep = [
+        JudgeFilter(min_score=min_score, require_valid=require_valid),
+        review_filter(reviewed_only, drop_rejected),
+    ]
     launch = launch_from_env()
     quiet = quiet or not launch.is_main
     lone = lone_process_warning()
@@ -228,3 +240,5 @@ def evaluate(
         console.print(results_table(report))
         if out is not None:
             console.print(f"wrote {out / 'eval.json'}")
+            if not report.get("pairwise") and data is not None:
+                console.print(f"compare the answers blind: selfinstruct review {data} --pairwise {out}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.run.judgments import JudgeFilter
+from pipeline.run.filtering import Filters, active_filters, apply_filters
 from pipeline.run.reader import Run
 from tuning.formats import render_example
 
@@ -165,7 +165,7 @@ def _saved_dataset_dict(path: Path) -> Path | None:
 
 
 def load_splits(
-    path: str | Path, test_size: float = 0.05, seed: int = 42, keep: JudgeFilter | None = None
+    path: str | Path, test_size: float = 0.05, seed: int = 42, keep: Filters = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
     """(train, test, where the test split came from) for a run dir, a saved datasets folder or an Alpaca file.
 
@@ -181,11 +181,13 @@ def load_splits(
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
-    if keep is not None and keep.active:
+    filters = active_filters(keep)
+    if filters:
         if not Run(path).looks_like_run():
-            raise UserError(f"{path}: --min-score and --require-valid need a run directory as --data")
+            flags = "--min-score, --require-valid, --reviewed-only and --drop-rejected"
+            raise UserError(f"{path}: {flags} need a run directory as --data")
         train, test, source = load_splits(path, test_size, seed)
-        train, note = judge_filtered(path, train, keep)
+        train, note = filtered_training(path, train, filters)
         return train, test, f"{source}; {note}"
     saved = _saved_dataset_dict(path) if path.is_dir() else None
     if saved is not None:
@@ -207,17 +209,17 @@ def load_splits(
     return train, test, f"{len(test)} examples held out here (test_size {test_size}, seed {seed})"
 
 
-def judge_filtered(
-    run_dir: Path, train: list[dict[str, str]], keep: JudgeFilter
+def filtered_training(
+    run_dir: Path, train: list[dict[str, str]], keep: Filters
 ) -> tuple[list[dict[str, str]], str]:
-    """Training examples of tasks whose judgment passes `keep`. The held-out split is left as it is
-    without a filter, so filtered and unfiltered students are compared on the same held-out tasks.
-    Examples are matched by task id, or by their text where the data (an old export) has none."""
+    """Training examples of tasks that pass every filter in `keep` (judge scores, people's labels). The
+    held-out split is left as it is without a filter, so filtered and unfiltered students are compared on
+    the same held-out tasks. Examples are matched by task id, or by their text where the data (an old
+    export) has none."""
     from pipeline.run import export
-    from pipeline.run.judgments import select_tasks
 
     tasks = Run.open(run_dir).committed_tasks()
-    passing, counts = select_tasks(run_dir, tasks, keep)
+    passing, counts = apply_filters(run_dir, tasks, keep)
     ids = {t.id for t in passing}
 
     def key(e: dict[str, Any]) -> tuple[str, str, str]:
@@ -227,6 +229,8 @@ def judge_filtered(
     good = {key(e) for e in examples if e["task_id"] in ids}
     bad = {key(e) for e in examples if e["task_id"] not in ids} - good
     kept = [e for e in train if (e["task_id"] in ids if "task_id" in e else key(e) not in bad)]
+    rules = " and ".join(c["rule"] for c in counts.values())
     if not kept:
-        raise UserError(f"{run_dir}: no training example passes the judge filter ({keep.describe()})")
-    return kept, f"judge filter ({keep.describe()}) kept {counts['kept']} of {len(tasks)} tasks"
+        raise UserError(f"{run_dir}: no training example passes the filter ({rules})")
+    names = " and ".join(f.label for f in active_filters(keep))
+    return kept, f"{names} ({rules}) kept {len(passing)} of {len(tasks)} tasks"

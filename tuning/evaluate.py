@@ -252,8 +252,25 @@ def evaluate(
         "answers": per_task,
     }
     if out is not None:
+        carry_human_review(Path(out) / "eval.json", report)
         write_json_atomic(Path(out) / "eval.json", report)
     return report
+
+
+def carry_human_review(path: Path, report: dict[str, Any]) -> None:
+    """Keep the people's blind verdicts (`review --pairwise`, eval.json's `human`) when an evaluation is
+    rerun on the very same answers; answers that changed need a new review, which the labels' eval id says."""
+    from pipeline.review.pairs import eval_id
+
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    human = old.get("human") if isinstance(old, dict) else None
+    if isinstance(human, dict) and "student" in report["models"] and human.get("eval_id") == eval_id(report):
+        report["human"] = human
 
 
 def results_table(report: dict[str, Any]) -> Any:

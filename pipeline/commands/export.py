@@ -38,6 +38,16 @@ import click
     is_flag=True,
     help="Only tasks the judge found valid on all three questions (instruction, input, output).",
 )
+@click.option(
+    "--reviewed-only",
+    is_flag=True,
+    help="Only tasks that people reviewed and marked valid on all three questions (`selfinstruct review`).",
+)
+@click.option(
+    "--drop-rejected",
+    is_flag=True,
+    help="Leave out the tasks that people rejected (any question no); keep every task nobody reviewed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def export(
     run_dir: str,
@@ -48,13 +58,19 @@ def export(
     seed: int,
     min_score: int | None,
     require_valid: bool,
+    reviewed_only: bool,
+    drop_rejected: bool,
     as_json: bool,
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
+    from pipeline.review.filters import review_filter
     from pipeline.run.export import export_run
     from pipeline.run.judgments import JudgeFilter
 
-    keep = JudgeFilter(min_score=min_score, require_valid=require_valid)
+    keep = [
+        JudgeFilter(min_score=min_score, require_valid=require_valid),
+        review_filter(reviewed_only, drop_rejected),
+    ]
     info = export_run(
         run_dir,
         fmt,  # type: ignore[arg-type]
@@ -71,19 +87,21 @@ def export(
     click.echo(
         f"wrote {info['examples']} examples from {info['tasks']} tasks to {info['path']} [{fmt}]{split}"
     )
-    if "judge_filter" in info:
-        click.echo(describe_judge_filter(info["judge_filter"]))
+    for key in ("judge_filter", "review_filter"):
+        if key in info:
+            click.echo(describe_filter(key, info[key]))
 
 
-def describe_judge_filter(counts: dict) -> str:
-    """One line: what the judge filter kept and why it left the rest out."""
+def describe_filter(key: str, counts: dict) -> str:
+    """One line: what a filter kept and why it left the rest out."""
     why = {
         "below_min_score": "below the minimum score",
         "not_all_valid": "not valid on all three questions",
         "unscored": "unscored by the judge",
         "not_judged": "not judged yet",
+        "rejected_by_people": "rejected by people",
+        "not_reviewed": "not reviewed",
     }
+    name = key.replace("_", " ")
     left = ", ".join(f"{counts[k]} {label}" for k, label in why.items() if counts.get(k))
-    return f"judge filter ({counts['rule']}): kept {counts['kept']} tasks" + (
-        f"; left out {left}" if left else ""
-    )
+    return f"{name} ({counts['rule']}): kept {counts['kept']} tasks" + (f"; left out {left}" if left else "")

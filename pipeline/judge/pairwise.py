@@ -21,15 +21,21 @@ from pipeline.judge.calls import ask_each
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parse import Preference, Unusable, read_preference
 from pipeline.judge.prompts import load_template, pairwise_request
-from pipeline.judge.stats import bootstrap_ci
+from pipeline.judge.stats import outcome_of, win_rate
 from pipeline.run.judgments import judge_caution
 from pipeline.teachers.base import Completion, Teacher
 
 ORDERS = ("base_first", "student_first")
-NO_JUDGE_NOTE = (
-    "no judge: held-out loss, ROUGE-L and clean endings do not measure whether answers got better; "
-    "run `evaluate --judge` for a pairwise comparison"
+NO_COMPARISON = (
+    "NO comparison of answer quality was made: `selfinstruct review RUN --pairwise EVAL_DIR` (people, blind) "
+    "or `evaluate --judge`"
 )
+NO_JUDGE_NOTE = (
+    "no comparison of answer quality was made: held-out loss, ROUGE-L and clean endings do not measure "
+    "whether answers got better; compare them blind with `selfinstruct review RUN --pairwise EVAL_DIR` "
+    "(people) or `evaluate --judge` (a judge model)"
+)
+OTHER_METRICS = "below: reference overlap, endings, loss (not quality)"
 
 
 def student_points(order: str, winner: str) -> float:
@@ -38,10 +44,6 @@ def student_points(order: str, winner: str) -> float:
         return 0.5
     student_is_a = order == "student_first"
     return 1.0 if (winner == "A") == student_is_a else 0.0
-
-
-def outcome_of(points: float) -> str:
-    return "win" if points > 0.5 else "loss" if points < 0.5 else "tie"
 
 
 def _verdict(reply: Completion | Unusable) -> Preference | Unusable:
@@ -103,18 +105,13 @@ def compare(
             outcomes[entry["outcome"]] += 1
         row["judge"] = entry
 
-    interval = bootstrap_ci(task_points, seed=config.seed)
     return {
         "judge": teacher.identity.model_dump(),
         "caution": judge_caution([teacher.identity.model]),
         "prompt_version": template.version,
         "tasks": len(rows),
         "judged": len(task_points),
-        "win": outcomes.get("win", 0),
-        "tie": outcomes.get("tie", 0),
-        "loss": outcomes.get("loss", 0),
-        "win_rate": sum(task_points) / len(task_points) if task_points else None,
-        "ci95": list(interval) if interval is not None else None,
+        **win_rate(task_points, seed=config.seed),
         "single_verdicts": {k: single.get(k, 0) for k in ("win", "tie", "loss")},
         "first_answer_preferred": first_won / decided if decided else None,
         "unusable_verdicts": dict(unusable.most_common()),
@@ -140,23 +137,47 @@ def judge_pairs(
 
 
 def add_pairwise_rows(table: Any, report: dict[str, Any]) -> None:
-    """Put the judge's verdict first in evaluate's table (metric | base | student | change), or, without a
-    judge, say in the caption what the other lines do not measure."""
-    pairwise = report.get("pairwise")
+    """Put the comparisons of answer quality first in evaluate's table (metric | base | student | change):
+    the people's blind verdicts (`review --pairwise`, eval.json's `human`), then the judge's, then how much
+    they agree. Without either, the first line says that no such comparison was made and how to make one.
+    The rows after these are headed by what they do measure."""
     if "student" not in report.get("models", {}):
         return
-    if not pairwise:
+    human, pairwise = report.get("human"), report.get("pairwise")
+    if human:
+        _result_rows(table, "people (blind)", human, f"{human['tasks']} tasks rated")
+        base, student = (" / ".join(str(human["ratings"][s][r]) for r in "ABCD") for s in ("base", "student"))
+        table.add_row("people: ratings A / B / C / D", base, student, "", end_section=not pairwise)
+    if pairwise:
+        _result_rows(
+            table,
+            f"judge ({pairwise['judge']['model']})",
+            pairwise,
+            f"{pairwise['judged']} of {pairwise['tasks']} judged",
+        )
+        table.caption = pairwise.get("caution")
+    agreement = (human or {}).get("judge_agreement")
+    if agreement:
+        table.add_row(
+            "judge agrees with people (win/tie/loss)",
+            "",
+            f"{agreement['agreement']:.0%} of {agreement['tasks']}",
+            "kappa -" if agreement["kappa"] is None else f"kappa {agreement['kappa']:+.2f}",
+            end_section=True,
+        )
+    if not human and not pairwise:
+        table.add_row(f"[bold red]{NO_COMPARISON}[/bold red]", "", "", "", end_section=True)
         table.caption = NO_JUDGE_NOTE
-        return
-    rate, ci = pairwise["win_rate"], pairwise["ci95"]
+    table.add_row(f"[dim]{OTHER_METRICS}[/dim]", "", "", "")
+
+
+def _result_rows(table: Any, who: str, result: dict[str, Any], judged: str) -> None:
+    rate, ci = result["win_rate"], result["ci95"]
     text = "-" if rate is None else f"{rate:.1%}" + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
-    judge = pairwise["judge"]
-    table.add_row(f"judge: student win rate, ties half ({judge['model']})", "", text, "")
+    table.add_row(f"{who}: student win rate, ties half", "", text, "")
     table.add_row(
-        "judge: student win / tie / loss",
+        f"{who}: student win / tie / loss",
         "",
-        f"{pairwise['win']} / {pairwise['tie']} / {pairwise['loss']}",
-        f"{pairwise['judged']} of {pairwise['tasks']} judged",
-        end_section=True,
+        f"{result['win']} / {result['tie']} / {result['loss']}",
+        judged,
     )
-    table.caption = pairwise.get("caution")

@@ -1,10 +1,12 @@
-"""Two small statistics the judge needs and the project's environment has no library for (no scipy or
-scikit-learn): Cohen's kappa for agreement with labels, and a percentile bootstrap interval."""
+"""Small statistics the judge and the people's review need and the project's environment has no library for
+(no scipy or scikit-learn): Cohen's kappa for agreement with labels, a percentile bootstrap interval, and the
+win rate of a pairwise comparison (ties counted half) that `evaluate --judge` and `review --pairwise` share."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +41,21 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def outcome_of(points: float) -> str:
+    """A task's outcome for the student from its points (1 win, 1/2 tie, 0 loss, averaged over verdicts)."""
+    return "win" if points > 0.5 else "loss" if points < 0.5 else "tie"
+
+
+def win_rate(task_points: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
+    """Win / tie / loss over tasks, the win rate with ties counted half, and its 95% bootstrap interval."""
+    outcomes = Counter(outcome_of(p) for p in task_points)
+    interval = bootstrap_ci(list(task_points), seed=seed)
+    return {
+        "win": outcomes.get("win", 0),
+        "tie": outcomes.get("tie", 0),
+        "loss": outcomes.get("loss", 0),
+        "win_rate": sum(task_points) / len(task_points) if task_points else None,
+        "ci95": list(interval) if interval is not None else None,
+    }

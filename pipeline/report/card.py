@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.report.human import human_card
+
 # The Hub's size buckets, by number of rows (here: instances, one export row each).
 SIZE_BUCKETS = (
     (1_000, "n<1K"),
@@ -234,6 +236,9 @@ def render_card(
             [f"`{r['reason']}`", ", ".join(r["stages"]), _fmt(r["count"])] for r in figures["reasons"]
         ]
         parts.append(_table(["reason", "stage", "count"], reason_rows) + "\n")
+    reviewed = human_card(figures.get("human"))
+    if reviewed:
+        parts.append(reviewed)
     judged = judge_section(figures.get("judge"))
     if judged:
         parts.append(judged)

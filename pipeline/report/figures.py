@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report.human import human_figures
 from pipeline.run.judgments import judgment_figures, read_judgments
 from pipeline.run.reader import Run
 from pipeline.run.rundir import TASK_STAGES
@@ -462,6 +463,7 @@ def compute_report(
         "rounds": rounds(run),
         "sample": sample_tasks(run.tasks, sample, sample_seed),
         "judge": judgment_figures(run.tasks, read_judgments(run.run_dir)),
+        "human": human_figures(run.run_dir),
         "notes": [*run.notes, *consistency(run, funnel_figures)],
     }
     return figures

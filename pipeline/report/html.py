@@ -2,7 +2,7 @@
 
 The page is assembled from escaped fragments; there is no template engine to install and nothing is
 loaded from the network. Each section has a stable id (overview, funnel, reasons, novelty, lengths,
-shares, judge, verbs, rounds, sample, config) so that tests and links can find it.
+shares, review, judge, verbs, rounds, sample, config) so that tests and links can find it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import datetime as dt
 from html import escape
 from typing import Any
 
+from pipeline.report.human import human_html
+
 SECTIONS = (
     ("overview", "Overview"),
     ("funnel", "Funnel"),
@@ -18,6 +20,7 @@ SECTIONS = (
     ("novelty", "Novelty vs. seeds"),
     ("lengths", "Lengths"),
     ("shares", "Task types"),
+    ("review", "People's review"),
     ("judge", "Judge"),
     ("verbs", "Verbs and objects"),
     ("rounds", "Rounds"),
@@ -492,6 +495,7 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         "novelty": _novelty(figures, plots.get("novelty")),
         "lengths": _lengths(figures, plots.get("lengths")),
         "shares": _shares(figures, plots.get("shares")),
+        "review": human_html(figures.get("human")),
         "judge": _judge(figures, plots.get("judge")),
         "verbs": _verbs(figures, plots.get("verbs")),
         "rounds": _rounds(figures, plots.get("rounds")),

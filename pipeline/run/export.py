@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pipeline.core.errors import InputFileError, UserError
 from pipeline.core.jsonio import read_records, write_json_atomic, write_text_atomic
-from pipeline.run.judgments import JudgeFilter, select_tasks
+from pipeline.run.filtering import Filters, apply_filters
 from pipeline.run.reader import Run
 from pipeline.run.schemas import MachineTask, SeedTask
 
@@ -84,11 +84,12 @@ def export_run(
     include_seeds: bool = False,
     test_size: float = 0.05,
     seed: int = 42,
-    keep: JudgeFilter | None = None,
+    keep: Filters = None,
 ) -> dict[str, Any]:
     """Write the run's examples in `fmt` to `out`; return counts for the command to print.
 
-    With `keep` (--min-score / --require-valid), only tasks whose current judgment passes are written.
+    With `keep` (the judge's --min-score / --require-valid, the people's --reviewed-only / --drop-rejected),
+    only tasks that pass every active filter are written.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -98,18 +99,12 @@ def export_run(
     tasks = run.committed_tasks()
     if not tasks:
         raise UserError(f"{run_dir}: the run has no kept tasks yet; run `selfinstruct generate` first")
-    judged: dict[str, int] | None = None
-    if keep is not None and keep.active:
-        tasks, judged = select_tasks(run_dir, tasks, keep)
-        if not tasks:
-            why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in judged.items() if k != "kept")
-            raise UserError(f"{run_dir}: no task passes the judge filter ({keep.describe()}): {why}")
+    tasks, filtered = apply_filters(run_dir, tasks, keep)
     seeds = run.seeds()[1] if include_seeds else None
     examples = task_examples(tasks, seeds)
     out = Path(out)
     info: dict[str, Any] = {"format": fmt, "path": str(out), "tasks": len(tasks), "examples": len(examples)}
-    if judged is not None and keep is not None:
-        info["judge_filter"] = {"rule": keep.describe(), **judged}
+    info.update(filtered)
     if seeds:
         info["seed_tasks"] = len(seeds)
     if fmt == "alpaca":

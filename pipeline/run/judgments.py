@@ -107,6 +107,8 @@ class JudgeFilter:
 
     min_score: int | None = None
     require_valid: bool = False
+    key: str = "judge_filter"
+    label: str = "judge filter"
 
     def __post_init__(self) -> None:
         if self.min_score is not None and self.min_score not in SCORES:
@@ -123,6 +125,11 @@ class JudgeFilter:
         if self.require_valid:
             parts.append("all three questions yes")
         return " and ".join(parts)
+
+    def select(
+        self, run_dir: str | Path, tasks: list[MachineTask]
+    ) -> tuple[list[MachineTask], dict[str, int]]:
+        return select_tasks(run_dir, tasks, self)
 
 
 def select_tasks(

@@ -6,6 +6,8 @@ rejected.jsonl       rejected candidates, append-only, each with a stable `candi
 state.json           the commit point: rounds done, RNG state, per-round figures (atomic)
 summary.json         counts, tokens, cost and time for people and the report (atomic)
 judgments.jsonl      a judge's verdict per kept task, append-only (`selfinstruct judge`)
+reviews.jsonl        people's labels of tasks and of blind answer pairs, append-only (`selfinstruct review`)
+review_sample.json   the stored review sample of each seed, so a grown run keeps its reviewers' queues
 cache/               the teacher cache (cache/judge/: the judge's)
 export/              exports (`make generate` writes export/hf and export/alpaca_data.json)
 """
@@ -23,6 +25,8 @@ CACHE_DIR = "cache"
 EXPORT_DIR = "export"
 LOCK_FILE = ".lock"
 JUDGMENTS_FILE = "judgments.jsonl"
+REVIEWS_FILE = "reviews.jsonl"
+REVIEW_SAMPLE_FILE = "review_sample.json"
 
 
 class RunLayout:
@@ -66,6 +70,14 @@ class RunLayout:
     @property
     def judgments_path(self) -> Path:
         return self.path / JUDGMENTS_FILE
+
+    @property
+    def reviews_path(self) -> Path:
+        return self.path / REVIEWS_FILE
+
+    @property
+    def review_sample_path(self) -> Path:
+        return self.path / REVIEW_SAMPLE_FILE
 
     def looks_like_run(self) -> bool:
         """A folder is a run once the generator has written records or a commit point into it."""
