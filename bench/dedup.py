@@ -215,11 +215,16 @@ def growth(args: argparse.Namespace) -> int:
         stats_s = exact["seconds"] - next(r["seconds"] for r in decided if r["lines"] == exact["lines"])
         per_pair = stats_s / max(1, exact["pairs_described"])
         full_pairs = last["kept"] * (last["kept"] - 1) / 2
+        exact_s = full_pairs * per_pair
+        verdict = (
+            "more than the decisions: past this size the mean is estimated on a seeded sample"
+            if exact_s > last["seconds"]
+            else "less than the decisions: the exact statistics still fit here; the sampled estimate is beside them"
+        )
         print(
-            f"exact statistics at {last['lines']:,} lines: ~{full_pairs:,.0f} pairs, ~{full_pairs * per_pair:,.0f} s "
-            f"at the {exact['lines']:,}-line rate ({stats_s:.1f} s for {exact['pairs_described']:,} pairs) vs "
-            f"{last['seconds']:.1f} s for the decisions; past the size where they cost more than the decisions, "
-            f"the mean is estimated on a seeded sample ({last['sampled_s']:.2f} s, with its standard error)"
+            f"exact statistics at {last['lines']:,} lines: ~{full_pairs:,.0f} pairs, ~{exact_s:,.0f} s at the "
+            f"{exact['lines']:,}-line rate ({stats_s:.1f} s for {exact['pairs_described']:,} pairs), {verdict} "
+            f"({last['sampled_s']:.2f} s, with its standard error) vs {last['seconds']:.1f} s for the decisions"
         )
     ok_time, ok_mem = last["seconds"] <= 60.0, last["peak_bytes"] < 4 * 2**30
     print(
