@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "judge": "pipeline.commands.judge:judge",
     "serve": "pipeline.commands.serve:serve",
     "report": "pipeline.commands.report:report",
+    "select": "pipeline.commands.select:select",
     "review": "pipeline.commands.review:review",
     "train": "tuning.commands:train",
     "evaluate": "tuning.commands:evaluate",

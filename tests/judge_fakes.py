@@ -15,7 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from openai_fakes import ServedFake, completion, error, send_json
+from openai_fakes import ServedFake, completion, error, models_list, send_json
 
 from pipeline.core.jsonio import append_jsonl, iter_jsonl
 from pipeline.run.rundir import RunDir
@@ -65,6 +65,8 @@ class FakeJudge(ServedFake):
         self.model = model
         self.received: list[dict] = []
         self.answered: list[dict] = []
+        self.gets = 0
+        self.max_model_len: int | None = None  # what GET /models reports, as vLLM does, when set
         self.lock = threading.Lock()
         fake = self
 
@@ -73,6 +75,14 @@ class FakeJudge(ServedFake):
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                with fake.lock:
+                    fake.gets += 1
+                listed = models_list(fake.model)
+                if fake.max_model_len is not None:
+                    listed["data"][0]["max_model_len"] = fake.max_model_len
+                send_json(self, 200, listed)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

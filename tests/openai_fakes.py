@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,6 +106,44 @@ class ServedFake:
 
     def close(self) -> None:
         self.httpd.stop()
+
+
+def closed_port_url() -> str:
+    """The base URL of a port nothing listens on (bound, then closed: connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+class SilentServer:
+    """A socket that accepts every connection and never answers (a hung server, a black-holed proxy)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.held: list[socket.socket] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def close(self) -> None:
+        self._closed.set()
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def models_list(model: str) -> dict[str, Any]:
+    """What GET /v1/models answers (the pre-flight check's request)."""
+    return {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "fake"}]}
 
 
 def run_settings(url: str, *, concurrency: int = 1, **changes: Any) -> dict[str, Any]:

@@ -40,11 +40,14 @@ from pipeline.generate.formats import AlpacaList, Instances, InstructionList
 from pipeline.generate.prompts import CLASSIFY_SUFFIX
 from pipeline.generate.protocol import run_generation
 from pipeline.run.rundir import RunDir
-from pipeline.teachers.base import PROBE_PROMPT, Request, SamplingParams, Structured
+from pipeline.teachers.base import PROBE_PROMPT, PROBE_REPLY, Request, SamplingParams, Structured
 from pipeline.teachers.openai_compat import rejects_structured, request_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 REFUSAL = "Unrecognized request argument supplied: structured_outputs"
+# vLLM's own words (vllm/v1/structured_output/backend_outlines.py, raised as a VLLMValidationError and
+# answered as HTTP 400 BadRequestError) when its structured-outputs backend is outlines.
+GRAMMAR_REFUSAL = "Outlines structured outputs backend does not support grammar specifications"
 
 VERBS = ["Describe", "Explain", "Compare", "Suggest", "Outline", "Rank", "Plan", "Summarize", "Predict"]
 NOUNS = ["bridges", "markets", "recipes", "forests", "festivals", "engines", "gardens", "museums", "harbors"]
@@ -124,10 +127,19 @@ def free_reply(text: str, rng: random.Random, chat: bool) -> tuple[str, str]:
     return "Output:\n\nI am not sure.", finish
 
 
+def probe_reply(layout: dict) -> str:
+    """What an engine held to the probe's layout writes: its one choice, or the one string its grammar
+    admits (checked with xgrammar, as vLLM's engine would hold it)."""
+    if "choice" in layout:
+        return layout["choice"][0]
+    assert grammar_admits(layout["grammar"], PROBE_REPLY, whole=True)
+    return PROBE_REPLY
+
+
 class LayoutTeacher(FakeServer):
     def __init__(self, manner: str):
         super().__init__(_Handler)
-        self.manner = manner  # honour | refuse | ignore
+        self.manner = manner  # honour | refuse | ignore | outlines (choice and regex yes, grammar no)
         self.structured: Counter[str] = Counter()
         self.bad_replies: list[str] = []
 
@@ -148,10 +160,17 @@ class _Handler(BaseHTTPRequestHandler):
         if layout is not None and self.server.manner == "refuse":
             send_json(self, 400, error(REFUSAL, param=None))
             return
+        if layout is not None and self.server.manner == "outlines" and "grammar" in layout:
+            send_json(
+                self, 400, {"error": {**error(GRAMMAR_REFUSAL, "BadRequestError")["error"], "code": 400}}
+            )
+            return
         rng = random.Random(f"{body.get('seed')}|{text}")
-        if layout is not None and self.server.manner == "honour" and text == PROBE_PROMPT:
-            reply, finish = layout["choice"][0], "stop"  # the capability probe, answered as asked
-        elif layout is not None and self.server.manner == "honour":
+        outlines_ok = self.server.manner == "outlines" and layout is not None and "grammar" not in layout
+        honours = self.server.manner == "honour" or outlines_ok
+        if layout is not None and honours and text == PROBE_PROMPT:
+            reply, finish = probe_reply(layout), "stop"  # the capability probe, answered as asked
+        elif layout is not None and honours:
             reply, finish = layout_reply(text, rng, chat)
             if "choice" in layout:
                 admitted = reply in layout["choice"]
@@ -332,6 +351,7 @@ def test_kill_and_resume_a_constrained_run(teacher, seeds_file, tmp_path, crash,
         "setting": "on",
         "applied": True,
         "reason": "the server honoured a structured-outputs test request",
+        "base_urls": [server.url],
     }
     calls = server.calls_for("killed")
     assert max(calls.values()) == 1, "a resumed constrained run repeated a teacher call"
@@ -371,3 +391,42 @@ def test_only_a_refusal_of_the_field_counts_as_unsupported():
         _status_error(400, {"error": {"message": "Invalid grammar specification."}})
     )
     assert not rejects_structured(_status_error(500, {"error": {"message": REFUSAL}}))
+    # vLLM on the outlines or lm-format-enforcer backend: the field is known, grammars are not.
+    vllm_body = {"error": {"message": GRAMMAR_REFUSAL, "type": "BadRequestError", "param": None, "code": 400}}
+    assert rejects_structured(_status_error(400, vllm_body))
+    lmfe = "LM Format Enforcer structured outputs backend does not support grammar specifications"
+    assert rejects_structured(_status_error(400, {"error": {"message": lmfe}}))
+
+
+def test_a_vllm_server_without_grammars_falls_back_once(teacher, seeds_file, tmp_path, monkeypatch):
+    """vLLM on outlines takes `choice` but answers every grammar with HTTP 400: the probe (a grammar,
+    like the run's requests) catches it, and `auto` decodes freely with one warning."""
+    server = teacher("outlines")
+    monkeypatch.setenv("SI_FAKE_KEY", "g")
+    warned: list[str] = []
+    outcome = run_generation(config_for(server, seeds_file), tmp_path / "run", on_warning=warned.append)
+    assert len(warned) == 1 and GRAMMAR_REFUSAL in warned[0]
+    status = outcome.summary.constrained_decoding
+    assert status.applied is False and GRAMMAR_REFUSAL in status.reason
+    assert outcome.rounds_run == 2 and outcome.summary.kept_total > 0
+    assert server.structured["Bearer g"] == 1  # only the probe carried a layout
+
+
+def test_a_resume_on_other_servers_decides_again(teacher, seeds_file, tmp_path, monkeypatch):
+    """Constrained on a server that honours the field; resumed on one that ignores it: decided anew,
+    and the summary no longer claims constrained decoding."""
+    honour, ignore = teacher("honour"), teacher("ignore")
+    monkeypatch.setenv("SI_FAKE_KEY", "u")
+    first = run_generation(config_for(honour, seeds_file, rounds=1), tmp_path / "run")
+    assert first.summary.constrained_decoding.applied is True
+    assert first.summary.constrained_decoding.base_urls == [honour.url]
+    warned: list[str] = []
+    moved = config_for(ignore, seeds_file, rounds=1)
+    second = run_generation(moved, tmp_path / "run", on_warning=warned.append)
+    status = second.summary.constrained_decoding
+    assert status.applied is False and "ignored" in status.reason and status.base_urls == [ignore.url]
+    assert len(warned) == 1 and ignore.structured["Bearer u"] == 1  # the probe, then free requests
+    assert RunDir(tmp_path / "run").read_state().constrained == status
+    # The same servers again: the decision stands, nothing is probed.
+    run_generation(moved, tmp_path / "run")
+    assert ignore.structured["Bearer u"] == 1

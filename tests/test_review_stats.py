@@ -366,9 +366,8 @@ def test_evaluates_table_leads_with_the_peoples_verdict_or_says_none_was_made():
 
 
 def test_a_rerun_of_evaluate_keeps_the_peoples_verdicts_only_for_the_same_answers(tmp_path):
-    from tuning.evaluate import carry_human_review
-
     from pipeline.review.pairs import eval_id
+    from tuning.evaluate import carry_human_review
 
     rows = [
         {

@@ -821,3 +821,25 @@ def test_cli_refuses_a_changed_config_and_reports_clearly(baseline, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert len(summary["rounds"]) == 4 and summary["kept_total"] >= 1
+
+
+@pytest.mark.slow
+def test_tokens_paid_in_a_killed_round_are_counted_once(baseline, teacher_server, tmp_path):
+    """Killed after round 2's teacher calls (paid, cached, not committed): the resumed run gets them from
+    the cache, and summary.json still counts their tokens, once, saying they came from earlier."""
+    config, expected = baseline("self-instruct")
+    run_dir = tmp_path / "killed"
+    key = "killed-paid"
+    proc = generate_cli(config, run_dir, key, crash="after_teacher@2")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
+    finish(config, run_dir, key)
+    want = json.loads((tmp_path / "baseline-self-instruct" / "summary.json").read_text())["totals"]
+    got = json.loads((run_dir / "summary.json").read_text())["totals"]
+    assert (got["prompt_tokens"], got["completion_tokens"]) == (
+        want["prompt_tokens"],
+        want["completion_tokens"],
+    )
+    assert got["earlier_completion_tokens"] > 0 and "earlier_completion_tokens" not in want  # 0: left out
+    resumed = json.loads((run_dir / "summary.json").read_text())["rounds"][1]
+    assert 0 < resumed["earlier_prompt_tokens"] <= resumed["prompt_tokens"]  # what round 2 paid before
+    assert max(teacher_server.calls_for(key).values()) == 1  # and nothing was asked twice

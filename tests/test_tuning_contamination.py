@@ -62,6 +62,22 @@ def test_planted_paraphrase_and_copied_ngram_are_found():
     assert "2 of 4" in message and "t1" in message and "13 words" in message
 
 
+def test_a_copied_ngram_from_another_task_keeps_the_rouge_hit_counted():
+    """An example paraphrasing t1's instruction whose output copies 13 words of t2: both rules fire, on
+    different tasks, and the report counts it as a ROUGE-L hit too, with its real best ROUGE-L."""
+    both = {
+        "instruction": "Suggest a name for a bakery that sells sourdough bread only.",
+        "input": "",
+        "output": "The old lighthouse on the northern cliff was repaired last spring by a group of friends.",
+    }
+    (hit,) = find_contamination([both], TASKS, rouge_threshold=0.7, ngram=13)
+    assert hit.rouge_l > 0.7 and hit.task_id == "t1"
+    assert hit.ngram is not None and hit.ngram_task_id == "t2"
+    message = describe_hits([hit], 1, 13, 0.7)
+    assert "(1 with instruction ROUGE-L > 0.7, 1 sharing a 13-word run)" in message
+    assert "shares 13 words with t2" in message
+
+
 def test_loads_the_user_oriented_tasks():
     path = default_tasks_path()
     if not path.exists():

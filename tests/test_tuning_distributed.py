@@ -26,7 +26,8 @@ from tuning.distributed import (
     lone_process_warning,
     record_launch,
 )
-from tuning.train import planned_steps
+from tuning.record import build_record
+from tuning.train import RESUME_KEYS, planned_steps, prepare_output
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "configs" / "accelerate"
@@ -70,6 +71,45 @@ def test_resume_needs_the_same_number_of_processes(tmp_path):
     check_resume_launch(tmp_path, Launch(world_size=2, rank=1, cpu=True))
     with pytest.raises(UserError, match="written by 2 training process"):
         check_resume_launch(tmp_path, Launch())
+
+
+def test_resume_needs_the_same_effective_batch(tmp_path):
+    record_launch(tmp_path, Launch(), batch_size=4, accumulation=8)
+    check_resume_launch(tmp_path, Launch(), 4, 8)
+    with pytest.raises(UserError, match=r"effective batch of 32 and this launch has 64 \(4 per device x 16"):
+        check_resume_launch(tmp_path, Launch(), 4, 16)
+
+
+CHANGES = {
+    "gradient_accumulation_steps": 16,
+    "learning_rate": 1e-4,
+    "lr_scheduler": "cosine",
+    "warmup_steps": 3,
+    "weight_decay": 0.1,
+    "max_eval_examples": 9,
+    "test_size": 0.2,
+}
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(CHANGES.items()))
+def test_a_resume_with_a_setting_that_changes_the_result_is_refused(tmp_path, key, value):
+    """Each such key refuses a resume, saying old -> new; --force starts over."""
+    assert key in RESUME_KEYS
+    examples = [{"instruction": f"task {k}", "input": "", "output": f"answer {k}"} for k in range(6)]
+    record = build_record(examples[:4], examples[4:], "data.json", "alpaca")
+    first = TrainConfig(max_eval_examples=6)
+    out = tmp_path / "out"
+    prepare_output(out, first, record, force=False, quiet=True)
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert prepare_output(out, first, record, force=False, quiet=True) == checkpoint  # same: resumes
+    later = first.model_copy(update={key: value, "max_steps": 50})  # the run's length may change
+    before = getattr(first, key)
+    with pytest.raises(UserError, match=f"{key}: {before!r} -> {value!r}"):
+        prepare_output(out, later, record, force=False, quiet=True)
+    assert prepare_output(out, later, record, force=True, quiet=True) is None  # --force starts over
+    assert not checkpoint.exists()
 
 
 @pytest.mark.parametrize(
@@ -275,3 +315,25 @@ def test_a_failed_check_on_the_main_process_stops_every_process_once(tmp_path, c
     assert len(ours) == 1 and "contamination.fail" in result.stderr
     assert result.stderr.count("training examples; held-out") == 1
     assert not out.exists()  # nothing was prepared or written
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_record_their_world_size_and_effective_batch(tmp_path, corpus):
+    """`torchrun --nproc_per_node 2` (gloo on CPU, a few steps): the adapter and train_summary.json say
+    2 processes and the effective batch they trained with."""
+    config = tmp_path / "train.yaml"
+    small = {**SMALL, "max_steps": 2, "save_steps": 2, "eval_steps": 2, "gradient_accumulation_steps": 2}
+    config.write_text("".join(f"{k}: {v}\n" for k, v in small.items()))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(_free_port()), "-m", "pipeline.cli", "train"]
+    cmd += ["--data", str(corpus), "--config", str(config), "--out", str(out)]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.count("training on 2 processes") == 1
+    meta = json.loads((out / "adapter" / "selfinstruct_tuning.json").read_text())
+    summary = json.loads((out / "train_summary.json").read_text())
+    for facts in (meta, summary):
+        assert facts["world_size"] == 2
+        assert facts["effective_batch_size"] == small["batch_size"] * 2 * 2
+    assert summary["distributed_type"] == "MULTI_CPU" and summary["steps"] == 2

@@ -45,8 +45,9 @@ class ContaminationHit:
     train_instruction: str
     task_id: str
     task_instruction: str
-    rouge_l: float
+    rouge_l: float  # the example's best instruction ROUGE-L over all tasks (`task_id` when it is > threshold)
     ngram: str | None  # the shared words, when the n-gram rule fired
+    ngram_task_id: str | None = None  # the task they are shared with (may differ from the ROUGE-L one)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,24 +128,25 @@ def find_contamination(
         for row, i in enumerate(range(start, stop)):
             ex = train[i]
             j = int(best[row])
-            score = float(scores[row, j])
-            shared = None
+            score = float(scores[row, j])  # stays the best ROUGE-L whatever the n-gram rule finds
+            shared, other = None, None
             text = "\n".join(part for part in (ex["instruction"], ex.get("input", ""), ex["output"]) if part)
             for gram in _ngrams(tokenize(text), ngram):
                 t = index.get(gram)
                 if t is not None:
-                    shared, j = " ".join(gram), t
-                    score = float(scores[row, j])
+                    shared, other = " ".join(gram), t
                     break
             if score > rouge_threshold or shared is not None:
+                shown = j if score > rouge_threshold or other is None else other
                 hits.append(
                     ContaminationHit(
                         train_index=i,
                         train_instruction=ex["instruction"],
-                        task_id=tasks[j].id,
-                        task_instruction=tasks[j].instruction,
+                        task_id=tasks[shown].id,
+                        task_instruction=tasks[shown].instruction,
                         rouge_l=round(score, 4),
                         ngram=shared,
+                        ngram_task_id=tasks[other].id if other is not None else None,
                     )
                 )
     return hits
@@ -163,7 +165,8 @@ def describe_hits(
     for hit in list(hits)[:show]:
         why = f"ROUGE-L {hit.rouge_l:.2f}"
         if hit.ngram is not None:
-            why += f", shares {ngram} words: {hit.ngram!r}"
+            where = f" with {hit.ngram_task_id}" if hit.ngram_task_id not in (None, hit.task_id) else ""
+            why += f", shares {ngram} words{where}: {hit.ngram!r}"
         lines.append(f"  train #{hit.train_index} {hit.train_instruction[:70]!r}")
         lines.append(f"    ~ {hit.task_id} {hit.task_instruction[:70]!r} ({why})")
     return "\n".join(lines)

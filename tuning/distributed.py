@@ -173,18 +173,27 @@ def record_launch(out: Path, launch: Launch, batch_size: int, accumulation: int)
     )
 
 
-def check_resume_launch(out: Path, launch: Launch) -> None:
-    """Refuse to resume checkpoints written by a different number of processes.
+def check_resume_launch(out: Path, launch: Launch, batch_size: int = 0, accumulation: int = 0) -> None:
+    """Refuse to resume checkpoints written by a different number of processes or effective batch.
 
-    The effective batch and each process's share of the data depend on it, and the Trainer would
-    skip the wrong batches to reach the step it resumes at. Folders written before this file existed
-    were trained by one process.
+    The effective batch (per-device batch x accumulation x processes) and each process's share of the
+    data depend on it, and the Trainer would skip the wrong batches to reach the step it resumes at.
+    Folders written before this file existed were trained by one process. `batch_size` 0: not checked.
     """
     path = out / LAUNCH_FILE
-    saved = json.loads(path.read_text(encoding="utf-8")).get("world_size", 1) if path.exists() else 1
-    if saved != launch.world_size:
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    processes = saved.get("world_size", 1)
+    if processes != launch.world_size:
         raise UserError(
-            f"{out} holds checkpoints written by {saved} training process(es), and this launch has "
+            f"{out} holds checkpoints written by {processes} training process(es), and this launch has "
             f"{launch.world_size}; resume with the same number of processes (the effective batch and "
             "the data order depend on it), or start over with --force or a fresh --out"
+        )
+    effective = batch_size * accumulation * launch.world_size
+    before = saved.get("effective_batch_size")
+    if batch_size and before is not None and before != effective:
+        raise UserError(
+            f"{out} holds checkpoints trained with an effective batch of {before} and this launch has "
+            f"{effective} ({batch_size} per device x {accumulation} accumulation x {launch.world_size} "
+            "process(es)); resume with the same, or start over with --force or a fresh --out"
         )

@@ -41,8 +41,25 @@ from tuning.distributed import LAUNCH_FILE, Launch, check_resume_launch, record_
 from tuning.outputs import ADAPTER, CHECKPOINTS, MERGED, META_FILE, save_dir_atomic
 from tuning.record import RECORD_FILE, DataRecord, build_record, describe_change, read_record, write_record
 
-# Settings a resumed run must share with the run that wrote the checkpoints (the data: tuning.record).
-RESUME_KEYS = ("base_model", "prompt_format", "max_length", "overlength", "lora", "batch_size", "seed")
+# Settings a resumed run must share with the run that wrote the checkpoints (the data: tuning.record;
+# the number of processes: tuning.distributed): each changes what the optimizer steps do, or (the
+# held-out cap) which examples "held-out loss before -> after" compares. Run length may change.
+RESUME_KEYS = (
+    "base_model",
+    "prompt_format",
+    "max_length",
+    "overlength",
+    "lora",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_steps",
+    "weight_decay",
+    "seed",
+    "test_size",
+    "max_eval_examples",
+)
 
 
 def quiet_libraries() -> None:
@@ -72,7 +89,10 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 
 def check_resume_config(out: Path, config: TrainConfig) -> None:
-    """Refuse to resume checkpoints written with a different model, format or data encoding."""
+    """Refuse to resume checkpoints written with any other of the RESUME_KEYS, listing each change.
+
+    A key the saved config lacks (written before it was a setting) takes its default there.
+    """
     import yaml
 
     saved_path = out / "train_config.yaml"
@@ -80,11 +100,17 @@ def check_resume_config(out: Path, config: TrainConfig) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     now = config.model_dump(mode="json")
-    changed = [key for key in RESUME_KEYS if key in saved and saved[key] != now.get(key)]
+    defaults = TrainConfig().model_dump(mode="json")
+    changed = [
+        f"{key}: {saved.get(key, defaults.get(key))!r} -> {now.get(key)!r}"
+        for key in RESUME_KEYS
+        if saved.get(key, defaults.get(key)) != now.get(key)
+    ]
     if changed:
         raise UserError(
-            f"{out} holds checkpoints of a run with different {', '.join(changed)} "
-            f"(see {saved_path}); start over with --force or train into a fresh --out"
+            f"{out} holds checkpoints of a run with other settings ({'; '.join(changed)}; see "
+            f"{saved_path}); resuming would change what the run computes. Start over with --force "
+            "or train into a fresh --out"
         )
 
 
@@ -145,7 +171,7 @@ def prepare_output(
     if checkpoint is not None:
         check_resume_config(out, config)
         check_resume_data(out, record)
-        check_resume_launch(out, launch)
+        check_resume_launch(out, launch, config.batch_size, config.gradient_accumulation_steps)
     write_record(out, record)
     record_launch(out, launch, config.batch_size, config.gradient_accumulation_steps)
     write_text_atomic(out / "train_config.yaml", dump_config(config))
@@ -422,6 +448,10 @@ def save_adapter(
         "eos_token": tokenizer.eos_token,
         "lora_r": config.lora.r,
         "seed": config.seed,
+        "world_size": launch.world_size,
+        "per_device_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "effective_batch_size": config.batch_size * config.gradient_accumulation_steps * launch.world_size,
     }
 
     def write_adapter(tmp: Path) -> None:

@@ -129,11 +129,12 @@ def judge(
             "teacher.cache": False if no_cache else None,
         },
     )
+    from pipeline.judge.config import judge_teacher_config
     from pipeline.run.reader import Run
     from pipeline.teachers import make_teacher
 
     Run.open(run_dir)  # a clear error for a path that is not a run, before any model loads
-    teacher = make_teacher(config.teacher)
+    teacher = make_teacher(judge_teacher_config(config))
     try:
         if not quiet and not sys.stdout.isatty():
             lines = _Lines(teacher.usage, sys.stderr if as_json else sys.stdout)
@@ -170,18 +171,29 @@ def print_outcome(outcome: JudgeOutcome, figures: dict[str, Any], run_dir: str) 
         f"{outcome.asked} of {outcome.tasks} tasks ({usage.get('cache_hits', 0)} answers from the cache); "
         f"{counts.get('scored', 0)} scored, {counts.get('unscored', 0)} unscored, {counts.get('failed', 0)} failed"
     )
+    if outcome.reasons:
+        why = "; ".join(f"{n} {reason}" for reason, n in outcome.reasons.items())
+        console.print(f"asked because (tasks): {why}")
     table = Table(title=f"{run_dir}: {figures['scored']} of {figures['tasks']} tasks scored")
     table.add_column("question")
-    table.add_column("this run", justify="right")
-    table.add_column("Self-Instruct paper", justify="right")
+    table.add_column(f"this run, one random instance ({figures['sampled']} tasks)", justify="right")
+    table.add_column("Self-Instruct paper (one instance)", justify="right")
+    table.add_column("this run, every instance", justify="right")
     for key in ("valid_instruction", "appropriate_input", "correct_output", "all_valid"):
-        share = figures["shares"][key]
+        share, every = figures["shares"][key], figures["shares_all_instances"][key]
         table.add_row(
             figures["labels"][key],
             "-" if share is None else f"{share:.0%} ({figures['yes'][key]})",
             f"{figures['paper'][key]:.0%}",
+            "-" if every is None else f"{every:.0%} ({figures['yes_all_instances'][key]})",
         )
     console.print(table)
+    if figures["decided_by"]:
+        decided = " · ".join(
+            f"{row['model']} (prompt {row['prompt_version']}): {row['tasks']} tasks"
+            for row in figures["decided_by"]
+        )
+        console.print(f"current scores by judge: {decided}")
     if figures["caution"]:
         console.print(f"[yellow]caution:[/yellow] {figures['caution']}")
     histogram = "  ".join(f"{row['score']}: {row['count']}" for row in figures["histogram"])

@@ -20,6 +20,7 @@ def write_report(
     verb_method: str = "auto",
     license_id: str | None = None,
     quiet: bool = True,
+    diversity_map: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Compute a run's figures, then write report.html and README.md atomically; return both."""
     from pipeline.core.jsonio import write_text_atomic
@@ -34,6 +35,7 @@ def write_report(
     with make_progress(quiet=quiet) as progress:
         novelty_bar = progress.add_task("novelty vs. seeds", total=n)
         verbs_bar = progress.add_task("verb analysis", total=n)
+        embed_bar = progress.add_task("embedding (diversity map)", total=n if diversity_map else 0)
         figures = compute_report(
             run,
             seed_tasks,
@@ -42,6 +44,8 @@ def write_report(
             verb_method=verb_method,
             on_novelty=lambda k: progress.advance(novelty_bar, k),
             on_verbs=lambda k: progress.advance(verbs_bar, k),
+            diversity_map=diversity_map,
+            on_embedded=lambda k: progress.advance(embed_bar, k),
         )
         charts_bar = progress.add_task("charts", total=1)
         plots = make_plots(figures)
@@ -88,6 +92,11 @@ def write_report(
     default=None,
     help="License id for the dataset card (default: the teacher's when known, else 'other').",
 )
+@click.option(
+    "--no-map",
+    is_flag=True,
+    help="Skip the diversity map (it embeds the kept instructions; cached in the run's cache/embeddings).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the computed figures as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def report(
@@ -97,13 +106,15 @@ def report(
     sample: int,
     verb_method: str,
     license_id: str | None,
+    no_map: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Write RUN_DIR/report.html (self-contained) and RUN_DIR/README.md (a Hugging Face dataset card).
 
     The report shows the funnel, rejection reasons with examples, novelty against the seeds, lengths,
-    task types, verbs and their objects, the teacher's work per round and a sample of kept tasks.
+    task types, verbs and their objects, a diversity map (clusters of the embedded instructions against
+    the seeds), the teacher's work per round and a sample of kept tasks.
     """
     figures, paths = write_report(
         run_dir,
@@ -113,6 +124,7 @@ def report(
         verb_method=verb_method,
         license_id=license_id,
         quiet=quiet,
+        diversity_map=not no_map,
     )
     if as_json:
         figures = {**figures, "outputs": {k: str(v) for k, v in paths.items()}}

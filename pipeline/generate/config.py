@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.curate.config import EmbedderConfig
 from pipeline.judge.config import JudgeConfig
 from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
@@ -173,6 +174,11 @@ class GenerateConfig(BaseModel):
     judge: JudgeConfig = Field(
         default_factory=JudgeConfig, description="the judge (`selfinstruct judge`; `enabled`: every round)"
     )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig,
+        exclude_if=lambda value: value == EmbedderConfig(),
+        description="the sentence embedder of dedup.semantic_duplicate, `select` and the report's map",
+    )
 
     @field_validator("time_budget", mode="before")
     @classmethod
@@ -202,6 +208,8 @@ FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
     # judging scores kept tasks and never changes which tasks are kept
     "judge",
+    # how many texts the embedder takes at once
+    "embedder.batch_size",
     # where and how fast the teacher runs; none of these changes a completion or its cache key
     "teacher.base_urls",
     "teacher.api_key_env",

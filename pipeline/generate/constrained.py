@@ -2,14 +2,18 @@
 
 Decided once per run, before its first request, and kept in state.json: a resumed run sends exactly
 the requests the first invocation did (a constrained request and a free one have different cache
-keys), and summary.json and the report say which decoding ran and why.
+keys), and summary.json and the report say which decoding ran and why. The decision holds for the
+servers it was made on: a resumed run whose base URLs changed decides again (another server may
+ignore or refuse the field), and so does one whose state predates recording them.
 
 - `off`: never constrain.
 - `on`: constrain, or stop with an error if the teacher cannot.
 - `auto`: constrain where the teacher can, else decode freely with one warning. The in-process vLLM
   engine always can; an HTTP server is asked one small test request that only a server honouring
-  vLLM's `structured_outputs` field answers as asked (`Teacher.probe_structured`). A server that
-  refuses the field (OpenAI: HTTP 400 "Unrecognized request argument") or ignores it falls back.
+  vLLM's `structured_outputs` field answers as asked (`Teacher.probe_structured`, a grammar like the
+  run's). A server that refuses the field (OpenAI: HTTP 400 "Unrecognized request argument"), refuses
+  grammars (vLLM on outlines: HTTP 400 "... does not support grammar specifications") or ignores the
+  field falls back.
 """
 
 from __future__ import annotations
@@ -27,11 +31,23 @@ class ConstrainedFallbackWarning(PipelineWarning):
 
 
 def resolve_constrained(
-    setting: str, teacher: Teacher, *, chat: bool, saved: ConstrainedDecoding | None = None
+    setting: str,
+    teacher: Teacher,
+    *,
+    chat: bool,
+    saved: ConstrainedDecoding | None = None,
+    base_urls: list[str] | None = None,
 ) -> ConstrainedDecoding:
-    """The run's decision: the saved one when the setting is unchanged, else decided (and probed) now."""
-    if saved is not None and saved.setting == setting:
+    """The run's decision: the saved one when the setting and the servers are unchanged, else decided
+    (and probed) now."""
+    urls = list(base_urls or [])
+    if saved is not None and saved.setting == setting and (setting == "off" or saved.base_urls == urls):
         return saved
+    decided = _decide(setting, teacher, chat=chat)
+    return decided if setting == "off" else decided.model_copy(update={"base_urls": urls})
+
+
+def _decide(setting: str, teacher: Teacher, *, chat: bool) -> ConstrainedDecoding:
     if setting == "off":
         return ConstrainedDecoding(setting="off", applied=False, reason="decoding.constrained is off")
     backend = teacher.identity.backend
@@ -53,6 +69,6 @@ def resolve_constrained(
     warnings.warn(
         f"constrained decoding is off for this run: {why}; decoding freely",
         ConstrainedFallbackWarning,
-        stacklevel=2,
+        stacklevel=3,
     )
     return ConstrainedDecoding(setting=setting, applied=False, reason=why)

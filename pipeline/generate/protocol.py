@@ -52,6 +52,7 @@ from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdenti
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Teacher
+from pipeline.teachers.cache import CachedTeacher, CompletionCache
 from pipeline.teachers.runtime import ENGINE_LOG, EngineLog, teacher_identity
 
 CRASH_POINTS = (
@@ -235,10 +236,13 @@ def _open_teacher(
         log = EngineLog(run.path / ENGINE_LOG, verbose=verbose)
         return make_teacher(config.teacher, cache_dir=run.cache_dir, log=log), True
     if config.teacher.cache:
-        from pipeline.teachers.cache import CachedTeacher
-
         return CachedTeacher(teacher, run.cache_dir), False
     return teacher, False
+
+
+def _cache_of(teacher: Teacher) -> CompletionCache | None:
+    """The run's request cache, when the teacher answers through one."""
+    return teacher.cache if isinstance(teacher, CachedTeacher) else None
 
 
 def _context(
@@ -249,12 +253,21 @@ def _context(
     committed: list[MachineTask],
     teacher: Teacher,
     constrained: bool,
+    run_path: Path,
 ) -> RunContext:
-    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG,
-    and whether replies are held to their formats."""
+    """What the rounds share: the ROUGE-L index over seeds and committed tasks (and, with
+    `dedup.semantic_duplicate`, the embedding index over them), the pool, the saved RNG, and whether
+    replies are held to their formats."""
     index = RougeIndex(config.dedup)
     index.add_many([s.instruction for s in seeds])
     index.add_many([t.instruction for t in committed])
+    semantic = None
+    if config.dedup.semantic_duplicate:
+        from pipeline.curate.semantic import SemanticFilter
+
+        semantic = SemanticFilter.for_run(run_path, config.embedder, config.dedup.semantic_threshold)
+        semantic.add_texts([s.id for s in seeds], [s.instruction for s in seeds])
+        semantic.add_texts([t.id for t in committed], [t.instruction for t in committed])
     return RunContext(
         config,
         seeds,
@@ -264,6 +277,7 @@ def _context(
         rng_from_json(state.rng_state),
         teacher.identity,
         constrained=constrained,
+        semantic=semantic,
     )
 
 
@@ -295,6 +309,9 @@ def run_generation(
             config, run, force=force, teacher=identity
         )
         teacher, own_teacher = _open_teacher(config, run, teacher, verbose)
+        cache = _cache_of(teacher)
+        if cache is not None:  # what a killed invocation paid for after the last commit is still owed
+            cache.uncounted_from = 0 if state.rounds_done == 0 else state.cache_entries_counted
         start_usage = teacher.usage.copy()
         outcome = RunOutcome(summary=None, rounds_run=0)
         if pending["tasks"] or pending["rejected"]:
@@ -306,13 +323,14 @@ def run_generation(
                     teacher,
                     chat=config.prompt_style == "chat",
                     saved=state.constrained,
+                    base_urls=config.teacher.base_urls if config.teacher.backend == "openai" else [],
                 )
                 if decided != state.constrained:
                     # Kept before the first request, so a run killed in its first round resumes
                     # with the same decision (and cache keys) without asking the teacher again.
                     state.constrained = decided
                     run.write_state(state)
-                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied)
+                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied, run.path)
                 progress.run_started(state, config, teacher.usage)
                 outcome.stopped, outcome.rounds_run = _loop(
                     ctx,
@@ -383,6 +401,8 @@ def _loop(
         state.kept_total += len(result.tasks)
         state.rng_state = rng_to_json(ctx.rng)
         state.teacher = teacher.identity
+        cache = _cache_of(teacher)
+        state.cache_entries_counted = len(cache) if cache is not None else None
         _commit(run, result, state, present, round_no, crash)
         ctx.pool.extend(result.tasks)
         length.round_done(len(result.tasks), row["wall_s"])

@@ -32,9 +32,30 @@ class JudgeConfig(BaseModel):
     pairwise_template: str | None = Field(
         None, description="your own pairwise template (evaluate --judge); None = the bundled one"
     )
-    max_field_chars: int = Field(
-        800, ge=50, description="each instruction, input and output is clipped to this in the prompt"
+    max_failures_in_a_row: int = Field(
+        3,
+        ge=1,
+        description="stop asking a judge after this many requests in a row failed on its side "
+        "(no answer, 5xx after the retries); what was answered is kept",
     )
+    context_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="the judge's context length in tokens; None: the engine's max_model_len (or the "
+        "model's), what the server's /models reports, else 8192. Fields are clipped only past it",
+    )
+    max_field_chars: int | None = Field(
+        None, ge=50, description="an extra cap on each instruction, input and output; None: only the context"
+    )
+
+
+def judge_teacher_config(config: JudgeConfig) -> TeacherConfig:
+    """The judge's teacher settings as it is built: unless set, an HTTP judge stops a batch after as
+    many failed attempts in a row as one request may make, whichever requests they were."""
+    teacher = config.teacher
+    if teacher.max_failed_attempts_in_a_row is not None:
+        return teacher
+    return teacher.model_copy(update={"max_failed_attempts_in_a_row": teacher.max_retries + 1})
 
 
 class JudgeSection(BaseModel):

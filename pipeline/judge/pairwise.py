@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.core.console import make_progress
 from pipeline.core.lines import line_tqdm
 from pipeline.judge.calls import ask_each
-from pipeline.judge.config import JudgeConfig
+from pipeline.judge.config import JudgeConfig, judge_teacher_config
 from pipeline.judge.parse import Preference, Unusable, read_preference
 from pipeline.judge.prompts import load_template, pairwise_request
 from pipeline.judge.stats import outcome_of, win_rate
@@ -127,9 +127,13 @@ def judge_pairs(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """`compare` with the configured judge, built here (cached under `cache_dir` when given) and closed."""
+    from pipeline.judge.runner import with_context
     from pipeline.teachers import make_teacher
+    from pipeline.teachers.preflight import check_reachable
 
-    teacher = make_teacher(config.teacher, Path(cache_dir) if cache_dir is not None else None)
+    check_reachable(config.teacher, "judge")
+    config = with_context(config)
+    teacher = make_teacher(judge_teacher_config(config), Path(cache_dir) if cache_dir is not None else None)
     try:
         return compare(rows, teacher, config, quiet=quiet)
     finally:

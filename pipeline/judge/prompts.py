@@ -3,7 +3,9 @@
 A template is plain text with `$name` placeholders (`string.Template`, so the JSON examples in it
 need no escaping). Its version, recorded on every judgment, hashes the template text together with
 the schema: changing either makes a new prompt version, and a re-judge with it scores every task
-again. Each field is clipped so that a task with five long instances still fits the judge's context.
+again. Fields are shown whole unless the prompt would not fit the judge's context (`judge/context.py`);
+then the longest are clipped, marked as clipped by us, and a note after them says such a cut is no
+defect (only then: the bundled templates are unchanged, so are their versions).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from pipeline.core.errors import UserError
 from pipeline.judge.config import JudgeConfig
+from pipeline.judge.context import DEFAULT_CONTEXT_TOKENS, field_budget, field_cap
 from pipeline.run.schemas import MachineTask
 from pipeline.teachers.base import Request, SamplingParams
 
@@ -50,7 +53,16 @@ PLACEHOLDERS: dict[Kind, tuple[str, ...]] = {
 }
 SCHEMAS: dict[Kind, dict[str, Any]] = {"task": TASK_SCHEMA, "pairwise": PAIRWISE_SCHEMA}
 NO_INPUT = "(none)"
-CLIPPED = " [... clipped]"
+CLIPPED = " [... clipped by selfinstruct to fit the judge's context]"
+"""Marks a field we shortened."""
+CLIP_NOTE = (
+    'Note: a field ending in "[... clipped by selfinstruct to fit the judge\'s context]" was shortened by '
+    "us, not by its writer, so that the prompt fits: judge the part shown, and do not count that cut as "
+    "a defect or as cut off."
+)
+"""Added to a prompt only where a field was clipped (a small judge shown it needlessly loses its way)."""
+INSTANCE_FRAME_CHARS = 40
+"""`Instance k`, `Input:`, `Output:` and the blank lines around one instance."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +104,35 @@ def load_template(kind: Kind, path: str | Path | None = None) -> JudgeTemplate:
     return JudgeTemplate(kind, text, str(source))
 
 
-def clip(text: str, limit: int) -> str:
+def judge_settings(config: JudgeConfig) -> dict[str, Any]:
+    """Every setting besides the model and the template that can change a verdict: recorded on each
+    judgment, and a change re-scores (`pipeline.judge.runner`)."""
+    return {
+        "decoding": config.decoding.model_dump(mode="json"),
+        "seed": config.seed,
+        "context_tokens": config.context_tokens,
+        "max_field_chars": config.max_field_chars,
+    }
+
+
+def field_limit(
+    template: JudgeTemplate, fields: list[str], frame_chars: int, config: JudgeConfig
+) -> int | None:
+    """The length past which a field is clipped in this prompt; None when every field fits whole."""
+    context = config.context_tokens or DEFAULT_CONTEXT_TOKENS
+    budget = field_budget(context, config.decoding.max_tokens, len(template.text) + frame_chars)
+    cap = field_cap([len(f.strip()) for f in fields], budget, len(CLIPPED))
+    if config.max_field_chars is None:
+        return cap
+    return config.max_field_chars if cap is None else min(cap, config.max_field_chars)
+
+
+def clip(text: str, limit: int | None) -> str:
     text = text.strip()
-    return text if len(text) <= limit else text[:limit].rstrip() + CLIPPED
+    return text if limit is None or len(text) <= limit else text[:limit].rstrip() + CLIPPED
 
 
-def render_instances(task: MachineTask, limit: int) -> str:
+def render_instances(task: MachineTask, limit: int | None) -> str:
     blocks = []
     for k, instance in enumerate(task.instances, start=1):
         given = clip(instance.input, limit) if instance.input.strip() else NO_INPUT
@@ -112,9 +147,13 @@ def _request(text: str, template: JudgeTemplate, config: JudgeConfig) -> Request
 
 def task_request(template: JudgeTemplate, task: MachineTask, config: JudgeConfig) -> Request:
     """One chat request asking the judge the paper's three questions about a whole task."""
+    fields = [task.instruction, *(f for i in task.instances for f in (i.input, i.output))]
+    limit = field_limit(template, fields, INSTANCE_FRAME_CHARS * len(task.instances) + len(CLIP_NOTE), config)
+    instances = render_instances(task, limit)
+    clipped = limit is not None and any(len(f.strip()) > limit for f in fields)
     text = template.render(
-        instruction=clip(task.instruction, config.max_field_chars),
-        instances=render_instances(task, config.max_field_chars),
+        instruction=clip(task.instruction, limit),
+        instances=f"{instances}\n\n{CLIP_NOTE}" if clipped else instances,
     )
     return _request(text, template, config)
 
@@ -123,11 +162,13 @@ def pairwise_request(
     template: JudgeTemplate, instruction: str, given: str, answer_a: str, answer_b: str, config: JudgeConfig
 ) -> Request:
     """One chat request asking which of two answers to a request is better."""
-    limit = config.max_field_chars
+    fields = [instruction, given, answer_a, answer_b]
+    limit = field_limit(template, fields, len(CLIP_NOTE), config)
+    clipped = limit is not None and any(len(f.strip()) > limit for f in fields)
     text = template.render(
         instruction=clip(instruction, limit),
         input=clip(given, limit) if given.strip() else NO_INPUT,
         answer_a=clip(answer_a, limit) or "(empty answer)",
-        answer_b=clip(answer_b, limit) or "(empty answer)",
+        answer_b=(clip(answer_b, limit) or "(empty answer)") + (f"\n\n{CLIP_NOTE}" if clipped else ""),
     )
     return _request(text, template, config)

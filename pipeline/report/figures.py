@@ -443,8 +443,11 @@ def compute_report(
     sample_seed: int = 0,
     on_novelty: Callable[[int], None] | None = None,
     on_verbs: Callable[[int], None] | None = None,
+    diversity_map: bool = True,
+    on_embedded: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report, as one JSON-ready dict."""
+    from pipeline.report.diversity import diversity_figures
     from pipeline.report.verbs import analyze_verbs
 
     tokenizer = str(_section(run.config, "dedup").get("tokenizer") or "rouge")
@@ -464,6 +467,11 @@ def compute_report(
         "sample": sample_tasks(run.tasks, sample, sample_seed),
         "judge": judgment_figures(run.tasks, read_judgments(run.run_dir)),
         "human": human_figures(run.run_dir),
+        "diversity": diversity_figures(
+            run.run_dir, run.tasks, seeds, verb_method=verb_method, on_embedded=on_embedded
+        )
+        if diversity_map
+        else None,
         "notes": [*run.notes, *consistency(run, funnel_figures)],
     }
     return figures

@@ -23,6 +23,7 @@ SECTIONS = (
     ("review", "People's review"),
     ("judge", "Judge"),
     ("verbs", "Verbs and objects"),
+    ("diversity", "Diversity map"),
     ("rounds", "Rounds"),
     ("sample", "Sample"),
     ("config", "Configuration"),
@@ -410,6 +411,45 @@ def _verbs(fig: dict[str, Any], plot: str | None) -> str:
     )
 
 
+def _diversity(fig: dict[str, Any], plot: str | None, bars: str | None) -> str:
+    div = fig.get("diversity")
+    if not div:
+        return _empty("Fewer than 4 kept tasks, or the map was not drawn (`report --no-map`).")
+    lead = (
+        f'<p class="lead">{_int(div["tasks"])} kept instructions in {div["k"]} clusters (k-means on '
+        f"{escape(div['embedder'])} embeddings). The largest {div['top10_clusters']} cluster(s), 10% of "
+        f"them, hold {_pct(div['top10_share'])} of the tasks.</p>"
+    )
+    seeds = ""
+    if div.get("near_seeds") is not None:
+        seeds = (
+            f"<p>Against the {_int(div['seeds'])} seeds: {_pct(div['near_seeds'])} of the kept tasks are within "
+            f"cosine {div['near_seed_threshold']} of a seed (circling it), {_pct(div['beyond_seeds'])} are "
+            f"farther than {div['beyond_seed_threshold']} from every seed (beyond them); median similarity "
+            f"to the nearest seed {div['median_seed_similarity']:.2f}. {div['clusters_without_seeds']} "
+            f"cluster(s), {_int(div['tasks_in_clusters_without_seeds'])} tasks, have no seed; "
+            f"{_int(div['seeds_left_alone'])} seeds have no kept task within {div['beyond_seed_threshold']}.</p>"
+        )
+    caution = (
+        f'<div class="note"><b>Caution:</b> {escape(div["caution"])}</div>' if div.get("caution") else ""
+    )
+    rows = [
+        [
+            str(c["id"]),
+            _int(c["size"]),
+            escape(c["pair"] or "–"),
+            escape(_clip(c["name"])),
+            _int(c["seeds"]),
+            _pct(c["valid_share"]) if c["valid_share"] is not None else "–",
+        ]
+        for c in div["clusters"]
+    ]
+    table = _table(
+        ["cluster", "tasks", "top verb-noun", "most central instruction", "seeds", "valid"], rows, {1, 4}
+    )
+    return lead + seeds + caution + _img(plot, "diversity map") + _img(bars, "cluster sizes") + table
+
+
 def _rounds(fig: dict[str, Any], plot: str | None) -> str:
     rnd = fig["rounds"]
     if not rnd["rows"]:
@@ -498,6 +538,7 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         "review": human_html(figures.get("human")),
         "judge": _judge(figures, plots.get("judge")),
         "verbs": _verbs(figures, plots.get("verbs")),
+        "diversity": _diversity(figures, plots.get("diversity"), plots.get("clusters")),
         "rounds": _rounds(figures, plots.get("rounds")),
         "sample": _sample(figures),
         "config": _config(config_text),

@@ -2,8 +2,10 @@
 
 The file is append-only (one durable write per judged batch). A task can have several lines: a
 request that failed and was retried later, or a re-judge by another judge or prompt version. The
-*current* judgment of a task is its last line, so readers (export, train, report) see one verdict per
-task, always from the latest judge that answered for it.
+*current* judgment of a task is its last scored line: a failed request or an unusable reply never
+hides a verdict, so when a newer judge's request fails the older judge's score still counts (and the
+newer judge asks again next time). A task with no scored line shows its last line, so readers
+(export, train, report) see why it has no score.
 
 A judgment is one of three kinds: `scored` (the three questions, a 1-5 score and a reason),
 `unscored` (the judge answered, but not with a usable verdict; `reason` says what was wrong), and
@@ -60,7 +62,20 @@ class Judgment(BaseModel):
     reason: str = Field("", description="the judge's sentence when scored; what went wrong otherwise")
     judge: TeacherIdentity
     prompt_version: str
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the judge settings that can change a verdict (decoding, seed, field limit); "
+        "{} on lines written before they were recorded",
+    )
     task_digest: str = Field(description="hash of the judged text: a verdict holds only for that text")
+    sampled_instance: int | None = Field(
+        None, description="the instance (0-based, a seeded draw) the paper-comparable answers are about"
+    )
+    sampled: dict[str, bool] | None = Field(
+        None,
+        description="the three answers about that one instance alone, as the paper's review asked them "
+        "(None on lines written before they were asked)",
+    )
     parsed: Literal["json", "tolerant"] | None = Field(None, description="how the reply was read")
     reply: str = Field("", description="the judge's raw reply (clipped) when it was not usable")
     created_at: float = Field(default_factory=time.time)
@@ -84,15 +99,25 @@ def judgments_path(run_dir: str | Path) -> Path:
     return RunLayout(run_dir).judgments_path
 
 
-def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
-    """The current (last) judgment of each task id; {} when the run was never judged."""
+def read_history(run_dir: str | Path) -> list[Judgment]:
+    """Every line of judgments.jsonl in the order written; [] when the run was never judged."""
     path = judgments_path(run_dir)
-    if not path.exists():
-        return {}
+    return load_models(path, Judgment, skip_torn_tail=True) if path.exists() else []
+
+
+def current_judgments(history: Iterable[Judgment]) -> dict[str, Judgment]:
+    """Each task's current judgment: its last scored line, else its last line (see the module doc)."""
     current: dict[str, Judgment] = {}
-    for judgment in load_models(path, Judgment, skip_torn_tail=True):
-        current[judgment.task_id] = judgment
+    for judgment in history:
+        held = current.get(judgment.task_id)
+        if judgment.scored or held is None or not held.scored:
+            current[judgment.task_id] = judgment
     return current
+
+
+def read_judgments(run_dir: str | Path) -> dict[str, Judgment]:
+    """The current judgment of each task id; {} when the run was never judged."""
+    return current_judgments(read_history(run_dir))
 
 
 def append_judgments(run_dir: str | Path, judgments: list[Judgment]) -> None:
@@ -182,28 +207,53 @@ def judge_caution(models: Iterable[str]) -> str | None:
 
 
 # -- figures for the report and the dataset card ---------------------------------------------------
+def one_instance_answers(judgment: Judgment, task: MachineTask) -> dict[str, bool] | None:
+    """The paper-comparable answers of a scored judgment: about its one sampled instance (for a
+    one-instance task the whole verdict is that); None for an older line that never asked."""
+    if judgment.sampled is not None:
+        return {q: bool(judgment.sampled.get(q)) for q in QUESTIONS}
+    if len(task.instances) == 1:
+        return {q: bool(getattr(judgment, q)) for q in QUESTIONS}
+    return None
+
+
+def paper_answers(judgment: Judgment, task: MachineTask) -> dict[str, bool]:
+    """`one_instance_answers`, or for an older line the whole-task verdict it has (stricter, so its
+    shares can only be lower); `judgment_figures` counts how many tasks are on one instance."""
+    one = one_instance_answers(judgment, task)
+    return one if one is not None else {q: bool(getattr(judgment, q)) for q in QUESTIONS}
+
+
+def _shares(answers: list[dict[str, bool]]) -> tuple[dict[str, int], dict[str, float | None]]:
+    """Yes counts and shares per question and for all three, over `answers`."""
+    yes = {q: sum(a[q] for a in answers) for q in QUESTIONS}
+    yes["all_valid"] = sum(all(a.values()) for a in answers)
+    return yes, {k: (v / len(answers) if answers else None) for k, v in yes.items()}
+
+
 def judgment_figures(
     tasks: list[MachineTask], judgments: dict[str, Judgment], lowest: int = 5
 ) -> dict[str, Any]:
-    """The paper's table for this run (share of yes per question and all three), the score histogram,
-    the lowest-scored tasks, and which judge(s) gave the verdicts. Shares are over scored tasks."""
+    """The paper's table for this run (share of yes per question and all three, on one seeded random
+    instance a task as the paper's review did; `shares_all_instances`: every instance right), the
+    score histogram, the lowest-scored tasks, and which judge(s) gave the verdicts. Shares are over
+    scored tasks."""
     by_id = {t.id: t for t in tasks}
     current = {
         tid: j for tid, j in judgments.items() if tid in by_id and j.task_digest == task_digest(by_id[tid])
     }
     scored = [j for j in current.values() if j.scored]
     n = len(scored)
-    shares: dict[str, float | None] = {}
-    yes: dict[str, int] = {}
-    for question in QUESTIONS:
-        yes[question] = sum(bool(getattr(j, question)) for j in scored)
-    yes["all_valid"] = sum(j.all_valid for j in scored)
-    for key, count in yes.items():
-        shares[key] = count / n if n else None
+    every = [{q: bool(getattr(j, q)) for q in QUESTIONS} for j in scored]
+    one = [paper_answers(j, by_id[j.task_id]) for j in scored]
+    sampled = sum(one_instance_answers(j, by_id[j.task_id]) is not None for j in scored)
+    yes, shares = _shares(one)
+    yes_all, shares_all = _shares(every)
     histogram = Counter(j.score for j in scored)
     judges = Counter(
         (j.judge.backend, j.judge.model, j.judge.fingerprint, j.prompt_version) for j in current.values()
     )
+    decided = Counter((j.judge.backend, j.judge.model, j.prompt_version) for j in scored)
     order = sorted(scored, key=lambda j: (j.score or 0, j.task_id))[:lowest]
     statuses = Counter(j.status for j in current.values())
     unscored_reasons = Counter(j.reason.split(":")[0] for j in current.values() if j.status != "scored")
@@ -216,6 +266,9 @@ def judgment_figures(
         "not_judged": len(tasks) - len(current),
         "yes": yes,
         "shares": shares,
+        "sampled": sampled,
+        "yes_all_instances": yes_all,
+        "shares_all_instances": shares_all,
         "paper": dict(PAPER_SHARES),
         "labels": dict(QUESTION_LABELS),
         "histogram": [{"score": s, "count": histogram.get(s, 0)} for s in SCORES],
@@ -224,6 +277,10 @@ def judgment_figures(
         "judges": [
             {"backend": b, "model": m, "fingerprint": f, "prompt_version": v, "tasks": c}
             for (b, m, f, v), c in judges.most_common()
+        ],
+        "decided_by": [
+            {"backend": b, "model": m, "prompt_version": v, "tasks": c}
+            for (b, m, v), c in decided.most_common()
         ],
         "caution": judge_caution(model for _, model, _, _ in judges),
         "lowest": [

@@ -94,6 +94,9 @@ class ConstrainedDecoding(BaseModel):
     setting: Literal["auto", "on", "off"]
     applied: bool
     reason: str
+    base_urls: list[str] | None = Field(None, exclude_if=lambda value: value is None)
+    """The servers the decision was made for (an HTTP teacher's base URLs, [] in-process); a resumed
+    run pointed elsewhere decides again. None in states written before it was recorded."""
 
     def describe(self) -> str:
         """One line for the summary table and the report."""

@@ -28,5 +28,8 @@ class RunState(BaseModel):
     # decoding.constrained as it resolved for this run (None: not resolved yet, or a run from before)
     constrained: ConstrainedDecoding | None = None
     rounds: list[dict[str, Any]] = Field(default_factory=list)
+    # Entries in cache/teacher.jsonl when the last round committed: later ones were paid for in a round
+    # that never committed, and count as paid when a resumed run gets them from the cache.
+    cache_entries_counted: int | None = None
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -49,9 +49,11 @@ class ReplicaUsage(_Strict):
 class TeacherUsage(_Strict):
     """The teacher's work and time: requests asked, answered from the cache, tokens, money, seconds.
 
-    Tokens and cost cover only calls that reached the teacher; `seconds` is time spent in teacher
-    calls and `tokens_per_s` the completion tokens per such second. `replicas` (HTTP teachers only):
-    per base URL.
+    Tokens and cost cover what was paid for, once: calls that reached the teacher, and answers an
+    earlier, killed invocation paid for in a round it never committed (`earlier_*` says how many of the
+    tokens those are); `seconds` is time spent in teacher calls and `tokens_per_s` the completion
+    tokens per such second. `replicas` (HTTP teachers only): per base URL. The `earlier_*` keys are
+    written only when not 0.
     """
 
     requests: NonNegativeInt
@@ -62,6 +64,8 @@ class TeacherUsage(_Strict):
     seconds: NonNegativeFloat
     tokens_per_s: NonNegativeFloat
     retries: NonNegativeInt = 0
+    earlier_prompt_tokens: NonNegativeInt = 0
+    earlier_completion_tokens: NonNegativeInt = 0
     replicas: dict[str, ReplicaUsage] | None = None
 
     @model_serializer(mode="wrap")
@@ -69,6 +73,9 @@ class TeacherUsage(_Strict):
         data = handler(self)
         if data.get("replicas") is None:
             data.pop("replicas", None)
+        for key in ("earlier_prompt_tokens", "earlier_completion_tokens"):  # written only when not 0
+            if not data.get(key):
+                data.pop(key, None)
         return data
 
 
@@ -122,8 +129,14 @@ class Totals(TeacherUsage):
             completion_tokens=completion,
             cost=round(sum(costs), 6) if costs else None,
             seconds=seconds,
-            tokens_per_s=round(completion / seconds, 1) if seconds > 0 else 0.0,
+            tokens_per_s=(
+                round((completion - sum(r.earlier_completion_tokens for r in rows)) / seconds, 1)
+                if seconds > 0
+                else 0.0
+            ),
             retries=sum(r.retries for r in rows),
+            earlier_prompt_tokens=sum(r.earlier_prompt_tokens for r in rows),
+            earlier_completion_tokens=sum(r.earlier_completion_tokens for r in rows),
             replicas=replicas or None,
             candidates=sum(r.candidates for r in rows),
             kept=sum(r.kept for r in rows),

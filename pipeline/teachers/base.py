@@ -121,6 +121,9 @@ class Completion(BaseModel):
     backend: str
     model: str
     cached: bool = False
+    paid_earlier: bool = Field(False, exclude=True)
+    """A cache hit on an answer paid for by an earlier invocation whose round never committed (a
+    kill): its tokens count as paid, once (`pipeline.teachers.usage`). Never stored."""
 
 
 Deliver = Callable[[list[tuple[int, Completion]]], Awaitable[None] | None]
@@ -157,7 +160,9 @@ class RequestQueue:
 
 PROBE_PROMPT = "Name a colour."
 PROBE_REPLY = "structured outputs 7"
-"""The test request of `Teacher.probe_structured`: the only reply its layout allows."""
+PROBE_GRAMMAR = f'root ::= "{PROBE_REPLY}"\n'
+"""The test request of `Teacher.probe_structured`: a grammar (the kind of layout a run sends) whose
+only reply is PROBE_REPLY."""
 
 
 class Teacher(ABC):
@@ -239,12 +244,15 @@ class Teacher(ABC):
         """None if this teacher holds a reply to a requested layout, else why not.
 
         Asks one small request (never cached) that only a server honouring vLLM's structured outputs
-        answers as asked: the reply must be exactly the one allowed choice, which the prompt does not
-        suggest. A server that refuses the field says so (`StructuredOutputsRejected`).
+        answers as asked: the reply must be exactly the one string its grammar allows, which the prompt
+        does not suggest. It is a grammar because the run's requests are (`Structured(grammar=...)`): a
+        vLLM server whose structured-outputs backend takes choices and regexes but no grammars
+        (outlines, lm-format-enforcer) must fail it. A server that refuses the field or the grammar
+        says so (`StructuredOutputsRejected`).
         """
         if self.structured_outputs is not None:
             return None if self.structured_outputs else "the backend does not support structured outputs"
-        params = SamplingParams(temperature=0.0, max_tokens=16, structured=Structured(choice=(PROBE_REPLY,)))
+        params = SamplingParams(temperature=0.0, max_tokens=16, structured=Structured(grammar=PROBE_GRAMMAR))
         request = (
             Request(messages=[{"role": "user", "content": PROBE_PROMPT}], params=params)
             if chat

@@ -127,19 +127,34 @@ class CompletionCache:
     def __init__(self, directory: str | Path):
         self.path = Path(directory) / CACHE_FILE
         self._entries: dict[str, list[Completion]] = defaultdict(list)
+        self._lines: dict[str, list[int]] = defaultdict(list)  # each entry's line in the file
         self._writer: GroupCommitWriter | None = None
+        self._size = 0
         if self.path.exists():
             for _, record in iter_jsonl(self.path, skip_torn_tail=True):
-                self._entries[record["key"]].append(Completion.model_validate(record["completion"]))
+                self._add(record["key"], Completion.model_validate(record["completion"]))
+        self.loaded = self._size
+        self._counted: set[int] = set()
+        self.uncounted_from: int | None = None
+        """Entries from this line on (to `loaded`) were paid for but never counted in a committed round."""
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._entries.values())
+        return self._size
+
+    def _add(self, key: str, completion: Completion) -> None:
+        self._entries[key].append(completion)
+        self._lines[key].append(self._size)
+        self._size += 1
 
     def get(self, key: str, occurrence: int = 0) -> Completion | None:
         stored = self._entries.get(key)
         if stored is None or occurrence >= len(stored):
             return None
-        return stored[occurrence].model_copy(update={"cached": True})
+        line, start = self._lines[key][occurrence], self.uncounted_from
+        earlier = start is not None and start <= line < self.loaded and line not in self._counted
+        if earlier:
+            self._counted.add(line)  # counted once, however often it is handed out
+        return stored[occurrence].model_copy(update={"cached": True, "paid_earlier": earlier})
 
     def put_many(self, items: list[tuple[str, Completion]]) -> None:
         """Store completions durably: return once they are on disk (and only then answer lookups)."""
@@ -165,7 +180,7 @@ class CompletionCache:
     def remember(self, items: list[tuple[str, Completion]]) -> None:
         """Make stored completions answer lookups."""
         for key, completion in items:
-            self._entries[key].append(completion)
+            self._add(key, completion)
 
     @contextmanager
     def writing(self) -> Iterator[None]:

@@ -80,6 +80,13 @@ class TeacherConfig(BaseModel):
         "false starts every replica at `concurrency` (overloads still lower it)",
     )
     max_retries: int = Field(6, ge=0)
+    max_failed_attempts_in_a_row: int | None = Field(
+        None,
+        ge=1,
+        description="openai backend: stop the batch once this many attempts in a row, of any requests, "
+        "failed on the server's side (no answer, 5xx); None: only each request's max_retries "
+        "(the judge sets it: a dead judge must not cost every request's retries)",
+    )
     timeout_s: float = Field(600.0, gt=0.0)
     retry_base_s: float = Field(0.5, ge=0.0, description="first backoff delay; doubles per retry")
     retry_max_s: float = Field(30.0, ge=0.0, description="longest backoff delay (Retry-After may ask more)")

@@ -62,6 +62,9 @@ SLOT_WAIT_S = 0.5
 STRUCTURED_FIELD = "structured_outputs"  # vLLM's OpenAI server reads the layout from this body field
 # How servers word "no such field" (as opposed to a known field with a bad value, which stays an error).
 UNKNOWN_FIELD_MARKERS = ("unrecognized", "unknown", "extra", "not permitted", "unexpected", "not allowed")
+# How vLLM words "this structured-outputs backend cannot do that kind of layout" (outlines and
+# lm-format-enforcer: "... structured outputs backend does not support grammar specifications").
+BACKEND_REFUSAL_MARKERS = ("structured outputs backend does not support", "does not support grammar")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class OpenAITeacher(Teacher):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[str, WireClient] = {}
         self._finalizer: weakref.finalize | None = None
+        self._failed_in_a_row = 0  # attempts, of any requests, that failed on the server's side
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         if self._loop is None or self._loop.is_closed():
@@ -248,11 +252,17 @@ class OpenAITeacher(Teacher):
             where = f"{replica.url} ({describe(outcome.error)})"
             if request.params.structured is not None and rejects_structured(outcome.error):
                 raise StructuredOutputsRejected(
-                    f"the teacher does not accept `{STRUCTURED_FIELD}`: {where}"
+                    f"the teacher does not accept this `{STRUCTURED_FIELD}` layout: {where}"
                 ) from outcome.error
             if outcome.action == "fatal":
                 raise TeacherError(
                     f"teacher request failed and cannot be retried: {where}"
+                ) from outcome.error
+            limit = self.config.max_failed_attempts_in_a_row
+            if limit is not None and outcome.action == "retry" and self._failed_in_a_row >= limit:
+                raise TeacherError(
+                    f"{self._failed_in_a_row} attempts in a row failed on the server's side (last: {where}); "
+                    "stopped asking it"
                 ) from outcome.error
             fitted = None
             if outcome.action == "shrink":
@@ -325,8 +335,11 @@ class OpenAITeacher(Teacher):
             else:
                 overload = epoch if is_overload(exc) else None
                 self.router.failed(replica, time.monotonic(), retry_after, overload_epoch=overload)
+            if action == "retry":
+                self._failed_in_a_row += 1
             self._ended()
             return Failure(exc, action, retry_after)
+        self._failed_in_a_row = 0
         self.router.answered(replica)
         self._ended()
         return completion
@@ -376,14 +389,18 @@ def tls_context() -> ssl.SSLContext:
 
 
 def rejects_structured(exc: BaseException) -> bool:
-    """A 4xx refusal that names the structured-output field: a server that does not know it (OpenAI
-    answers "Unrecognized request argument supplied: structured_outputs", pydantic servers "Extra
-    inputs are not permitted" with the field in `loc`)."""
+    """A 4xx refusal of the layout itself: a server that does not know the structured-output field
+    (OpenAI answers "Unrecognized request argument supplied: structured_outputs", pydantic servers
+    "Extra inputs are not permitted" with the field in `loc`), or a vLLM server whose structured-outputs
+    backend cannot do grammars ("Outlines structured outputs backend does not support grammar
+    specifications"). A grammar vLLM could not parse is not one: that is an error to fix."""
     import openai
 
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
         return False
     text = f"{exc.message} {exc.body}".lower()
+    if any(m in text for m in BACKEND_REFUSAL_MARKERS):
+        return True
     return STRUCTURED_FIELD in text and any(m in text for m in UNKNOWN_FIELD_MARKERS)
 
 

@@ -1,7 +1,9 @@
 """Accounting for teacher calls: what was asked, what the cache saved, what was paid, how fast.
 
-Token counts and cost cover only calls actually made (cache hits are free); `requests` counts every
-request asked for. `since` gives per-round figures from two snapshots of the same running total.
+Token counts and cost cover calls actually paid for, each once: a cache hit is free, unless it is an
+answer an earlier invocation paid for in a round it never committed (it was killed), whose tokens no
+summary has counted yet; those count here, and `earlier_*` says how many of the tokens they are.
+`requests` counts every request asked for. `since` gives per-round figures from two snapshots of the same running total.
 `replicas` holds, per base URL of an HTTP teacher, the attempts sent there, how many failed, and its
 current concurrency limit.
 """
@@ -17,6 +19,7 @@ class Answered(Protocol):
     """What accounting needs of a completion (`pipeline.teachers.base.Completion` has it)."""
 
     cached: bool
+    paid_earlier: bool
     prompt_tokens: int
     completion_tokens: int
 
@@ -54,6 +57,8 @@ class Usage:
     completion_tokens: int = 0
     seconds: float = 0.0
     retries: int = 0
+    earlier_prompt_tokens: int = 0
+    earlier_completion_tokens: int = 0
     price_per_1k_prompt_tokens: float | None = None
     price_per_1k_completion_tokens: float | None = None
     replicas: dict[str, ReplicaCounts] = field(default_factory=dict)
@@ -62,7 +67,10 @@ class Usage:
         self.requests += 1
         if completion.cached:
             self.cache_hits += 1
-            return
+            if not completion.paid_earlier:
+                return
+            self.earlier_prompt_tokens += completion.prompt_tokens
+            self.earlier_completion_tokens += completion.completion_tokens
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
 
@@ -73,8 +81,9 @@ class Usage:
 
     @property
     def tokens_per_s(self) -> float:
-        """Generated (completion) tokens per wall-clock second spent in the teacher."""
-        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+        """Generated (completion) tokens per wall-clock second spent in the teacher (this invocation's)."""
+        made = self.completion_tokens - self.earlier_completion_tokens
+        return made / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def cost(self) -> float | None:
@@ -97,6 +106,8 @@ class Usage:
             completion_tokens=self.completion_tokens - earlier.completion_tokens,
             seconds=self.seconds - earlier.seconds,
             retries=self.retries - earlier.retries,
+            earlier_prompt_tokens=self.earlier_prompt_tokens - earlier.earlier_prompt_tokens,
+            earlier_completion_tokens=self.earlier_completion_tokens - earlier.earlier_completion_tokens,
             price_per_1k_prompt_tokens=self.price_per_1k_prompt_tokens,
             price_per_1k_completion_tokens=self.price_per_1k_completion_tokens,
             replicas={
@@ -116,6 +127,8 @@ class Usage:
             "seconds": round(self.seconds, 3),
             "tokens_per_s": round(self.tokens_per_s, 1),
             "retries": self.retries,
+            "earlier_prompt_tokens": self.earlier_prompt_tokens,
+            "earlier_completion_tokens": self.earlier_completion_tokens,
         }
         if self.replicas:
             out["replicas"] = {url: dataclasses.asdict(c) for url, c in self.replicas.items()}
