@@ -17,11 +17,14 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
 Overflow = Literal["queue", "refuse"]
+Writer = Callable[[dict, str], tuple[str, str]]
+"""What a replica answers: (request body, prompt) -> (reply text, finish reason); default: an echo."""
 
 
 @dataclass
@@ -46,6 +49,7 @@ class FakeReplica:
         overflow: Overflow = "queue",
         seed: int = 0,
         port: int = 0,
+        writer: Writer | None = None,
     ):
         self.capacity = capacity
         self.service_s = service_s
@@ -59,6 +63,7 @@ class FakeReplica:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = port
+        self.writer = writer
         self.dead = False
 
     @property
@@ -146,19 +151,19 @@ class FakeReplica:
                 self.stats.answered[prompt] += 1
         finally:
             self._slots.release()
-        return 200, _reply(body, prompt, chat)
+        text, finish = self.writer(body, prompt) if self.writer else (f"answer to: {prompt}", "stop")
+        return 200, _reply(body, prompt, chat, text, finish)
 
 
-def _reply(body: dict, prompt: str, chat: bool) -> dict:
+def _reply(body: dict, prompt: str, chat: bool, text: str, finish: str) -> dict:
     n = int(body.get("n") or 1)
-    text = f"answer to: {prompt}"
     if chat:
         choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             for i in range(n)
         ]
     else:
-        choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
+        choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i in range(n)]
     tokens = max(1, len(text.split()))
     return {
         "id": "cmpl-fake",

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "report": "pipeline.commands.report:report",
     "push": "pipeline.commands.push:push",
     "status": "pipeline.commands.status:status",
+    "select": "pipeline.commands.select:select",
     "review": "pipeline.commands.review:review",
     "train": "tuning.commands:train",
     "evaluate": "tuning.commands:evaluate",

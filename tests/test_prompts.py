@@ -19,7 +19,9 @@ from pipeline.generate.prompts import (
     TEMPLATE_NAMES,
     PromptTask,
     alpaca_prompt,
+    answer_prompt,
     classify_prompt,
+    evolve_prompt,
     instances_prompt,
     load_templates,
     make_request,
@@ -353,6 +355,12 @@ def golden_prompts() -> dict[str, str]:
         "instances_clf": instances_prompt(t["instances_clf"], INSTRUCTION),
         "instances_gen": instances_prompt(t["instances_gen"], INSTRUCTION),
         "alpaca": alpaca_prompt(t["alpaca"], sample_alpaca(random.Random(42), GOLDEN_SEEDS, 3)),
+        **{
+            f"evolve_{op}": evolve_prompt(t[f"evolve_{op}"], op, INSTRUCTION)
+            for op in ("constraints", "deepen", "concretize", "reasoning", "input", "breadth")
+        },
+        # in chat style the answer request is the task alone (`answer_prompt`); the template is completion's
+        "answer": answer_prompt(t["answer"], INSTRUCTION, "completion"),
     }
     assert set(texts) == set(TEMPLATE_NAMES)
     files: dict[str, str] = {}

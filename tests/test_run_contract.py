@@ -317,3 +317,22 @@ def test_round_rows_are_validated_when_the_summary_is_built():
     with pytest.raises(ValueError, match="new_figure"):
         RunSummary.from_state(state, method="alpaca", seeds_path="s", seeds_count=1, teacher=None)
     assert RoundRow.model_validate(round_row(1, 2)).kept == 2
+
+
+def test_settings_added_after_a_run_was_made_do_not_block_its_resume_at_their_defaults():
+    """A run made before a section existed (say evol:) resumes when that section is at its default; set to
+    anything else it is a difference. Templates the run never recorded are not compared."""
+    from pipeline.run.rundir import config_differences, fingerprint_differences
+
+    old = {"method": "self-instruct", "batch_size": 8}
+    defaults = {"method": "self-instruct", "batch_size": 8, "evol": {"min_words": 5}}
+    assert config_differences(old, {**old, "evol": {"min_words": 5}}, (), defaults) == []
+    assert config_differences(old, {**old, "evol": {"min_words": 9}}, (), defaults) == [
+        "evol.min_words: '<unset>' -> 9"
+    ]
+    assert config_differences(old, {**old, "batch_size": 4}, (), defaults) == ["batch_size: 8 -> 4"]
+    recorded = {"templates": {"prompt": "a"}}
+    assert fingerprint_differences(recorded, {"templates": {"prompt": "a", "evolve_deepen": "b"}}) == []
+    assert fingerprint_differences(recorded, {"templates": {"prompt": "c"}}) == [
+        "templates.prompt (file content changed)"
+    ]

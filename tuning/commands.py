@@ -99,6 +99,24 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
     "--drop-rejected", is_flag=True, help="Run data: leave out tasks people rejected, keep unreviewed ones."
 )
 @click.option(
+    "--min-quality",
+    type=click.FloatRange(0.0, 1.0),
+    help="run data: train on tasks whose quality (people's label, judge or learned model; 0-1) is >= P",
+)
+@click.option(
+    "--select",
+    "select_size",
+    type=click.IntRange(min=1),
+    help="run data: train on the N training tasks `selfinstruct select` picks (quality and coverage)",
+)
+@click.option(
+    "--select-method",
+    type=click.Choice(["facility", "kcenter", "random"]),
+    default="facility",
+    show_default=True,
+    help="with --select: how `select` picks (random: a uniform sample of N, the control)",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Start over: discard the checkpoints of an earlier run in OUT (e.g. after the data changed).",
@@ -123,6 +141,9 @@ def train(
     require_valid: bool,
     reviewed_only: bool,
     drop_rejected: bool,
+    min_quality: float | None,
+    select_size: int | None,
+    select_method: str,
     force: bool,
     as_json: bool,
     quiet: bool,
@@ -143,9 +164,10 @@ def train(
         },
     )
     from pipeline.core.outputs import check_output_dir
+    from pipeline.curate.filters import QualityFilter
     from pipeline.review.filters import review_filter
     from pipeline.run.judgments import JudgeFilter
-    from tuning.data import load_splits
+    from tuning.data import load_splits, selected_training
     from tuning.distributed import joined, launch_from_env, lone_process_warning, run_on_main
     from tuning.train import train as run_train
 
@@ -154,6 +176,7 @@ def train(
     keep = [
         JudgeFilter(min_score=min_score, require_valid=require_valid),
         review_filter(reviewed_only, drop_rejected),
+        QualityFilter(min_quality=min_quality, quiet=quiet),
     ]
     launch = launch_from_env()
     quiet = quiet or not launch.is_main
@@ -163,6 +186,11 @@ def train(
 
     def read_data() -> tuple[list[dict[str, str]], list[dict[str, str]], str, dict]:
         train_examples, test_examples, source = load_splits(data, config.test_size, config.seed, keep)
+        if select_size is not None:
+            train_examples, note = selected_training(
+                data, train_examples, select_size, method=select_method, quiet=quiet
+            )
+            source = f"{source}; {note}"
         if not quiet:
             console.print(f"{len(train_examples)} training examples; held-out: {source}")
             if launch.distributed:

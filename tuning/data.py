@@ -184,7 +184,7 @@ def load_splits(
     filters = active_filters(keep)
     if filters:
         if not Run(path).looks_like_run():
-            flags = "--min-score, --require-valid, --reviewed-only and --drop-rejected"
+            flags = "--min-score, --require-valid, --reviewed-only, --drop-rejected and --min-quality"
             raise UserError(f"{path}: {flags} need a run directory as --data")
         train, test, source = load_splits(path, test_size, seed)
         train, note = filtered_training(path, train, filters)
@@ -234,3 +234,25 @@ def filtered_training(
         raise UserError(f"{run_dir}: no training example passes the filter ({rules})")
     names = " and ".join(f.label for f in active_filters(keep))
     return kept, f"{names} ({rules}) kept {len(passing)} of {len(tasks)} tasks"
+
+
+def selected_training(
+    run_dir: Path, train: list[dict[str, str]], size: int, method: str = "facility", quiet: bool = False
+) -> tuple[list[dict[str, str]], str]:
+    """`--select N`: the N tasks of the training side (after any other filter) that `selfinstruct
+    select` picks for quality and coverage; the held-out split stays as it is."""
+    from pipeline.curate.filters import SelectionFilter
+
+    if not Run(run_dir).looks_like_run():
+        raise UserError(f"{run_dir}: --select needs a run directory as --data")
+    if any("task_id" not in e for e in train):
+        raise UserError(
+            f"{run_dir}: --select needs training examples with task ids (a run, not an old export)"
+        )
+    pick = SelectionFilter(size=size, method=method, among={e["task_id"] for e in train}, quiet=quiet)  # type: ignore[arg-type]
+    kept, note = filtered_training(run_dir, train, [pick])
+    assert pick.result is not None
+    if method == "random":
+        return kept, f"{note}, at random (the control)"
+    used = "quality and coverage" if pick.result.quality_used else "coverage alone (no quality source)"
+    return kept, f"{note}, for {used}"

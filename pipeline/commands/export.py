@@ -51,6 +51,13 @@ import click
     is_flag=True,
     help="Leave out the tasks that people rejected (any question no); keep every task nobody reviewed.",
 )
+@click.option(
+    "--min-quality",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Only tasks whose quality (0-1: people's label, else judge score, else the model learned from "
+    "the labels) is at least this; see `selfinstruct select`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def export(
     run_dir: str,
@@ -63,9 +70,11 @@ def export(
     require_valid: bool,
     reviewed_only: bool,
     drop_rejected: bool,
+    min_quality: float | None,
     as_json: bool,
 ) -> None:
     """Export the kept tasks of RUN_DIR (one example per instance)."""
+    from pipeline.curate.filters import QualityFilter
     from pipeline.review.filters import review_filter
     from pipeline.run.export import export_run
     from pipeline.run.judgments import JudgeFilter
@@ -73,6 +82,7 @@ def export(
     keep = [
         JudgeFilter(min_score=min_score, require_valid=require_valid),
         review_filter(reviewed_only, drop_rejected),
+        QualityFilter(min_quality=min_quality, quiet=as_json),
     ]
     info = export_run(
         run_dir,
@@ -90,7 +100,7 @@ def export(
     click.echo(
         f"wrote {info['examples']} examples from {info['tasks']} tasks to {info['path']} [{fmt}]{split}"
     )
-    for key in ("judge_filter", "review_filter"):
+    for key in ("judge_filter", "review_filter", "quality_filter"):
         if key in info:
             click.echo(describe_filter(key, info[key]))
 
@@ -104,6 +114,9 @@ def describe_filter(key: str, counts: dict) -> str:
         "not_judged": "not judged yet",
         "rejected_by_people": "rejected by people",
         "not_reviewed": "not reviewed",
+        "below_min_quality": "below the minimum quality",
+        "no_quality_score": "without a quality score",
+        "not_selected": "not selected",
     }
     name = key.replace("_", " ")
     left = ", ".join(f"{counts[k]} {label}" for k, label in why.items() if counts.get(k))

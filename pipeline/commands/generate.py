@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="YAML settings (configs/default.yaml, alpaca.yaml, gpu.yaml, server.yaml); flags override it.",
+    help="YAML settings (configs/default.yaml, alpaca.yaml, evol.yaml, magpie.yaml, gpu.yaml, server.yaml); "
+    "flags override it.",
 )
 @click.option(
     "--run-dir",
@@ -43,10 +44,25 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--method",
-    type=click.Choice(["self-instruct", "alpaca"]),
+    type=click.Choice(["self-instruct", "alpaca", "evol-instruct", "magpie"]),
     default=None,
     help="self-instruct: the paper's bootstrap (instructions, then classification, then instances); "
-    "alpaca: Stanford Alpaca's 20 complete tasks a request (default: the config's, else self-instruct).",
+    "alpaca: Stanford Alpaca's 20 complete tasks a request; evol-instruct: rewrite tasks into harder or "
+    "broader ones; magpie: conversations from the chat template alone (default: the config's, else "
+    "self-instruct).",
+)
+@click.option(
+    "--from",
+    "from_run",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="evol-instruct: evolve the kept tasks of this run instead of the seeds (evol.from_run).",
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(min=1),
+    default=None,
+    help="magpie: user turns per conversation (magpie.turns, default 1).",
 )
 @click.option(
     "--prompt-style",
@@ -118,6 +134,8 @@ def generate(
     config_path: str | None,
     run_dir: str,
     method: str | None,
+    from_run: str | None,
+    turns: int | None,
     prompt_style: str | None,
     teacher: TeacherFlags,
     seeds: str | None,
@@ -134,7 +152,7 @@ def generate(
     verbose: bool,
     as_json: bool,
 ) -> None:
-    """Generate instruction data from seed tasks with a teacher model (Self-Instruct or Alpaca recipe).
+    """Generate instruction data with a teacher model: Self-Instruct, Alpaca, Evol-Instruct or Magpie.
 
     Each round commits its results; a killed run resumes where it stopped, and rerunning the same
     command grows the run by more rounds. In a terminal the progress is a live display; otherwise
@@ -152,6 +170,8 @@ def generate(
         raise UserError("give either --rounds or --until, not both")
     overrides: dict[str, Any] = {
         "method": method,
+        "evol.from_run": from_run,
+        "magpie.turns": turns,
         "prompt_style": prompt_style,
         **teacher.overrides("teacher"),
         "seeds": seeds,

@@ -44,6 +44,11 @@ from pipeline.core.console import console
     default=None,
     help="License id for the dataset card (default: the teacher's when known, else 'other').",
 )
+@click.option(
+    "--no-map",
+    is_flag=True,
+    help="Skip the diversity map (it embeds the kept instructions; cached in the run's cache/embeddings).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the computed figures as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def report(
@@ -53,13 +58,15 @@ def report(
     sample: int,
     verb_method: str,
     license_id: str | None,
+    no_map: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Write RUN_DIR/report.html (self-contained) and RUN_DIR/README.md (a Hugging Face dataset card).
 
     The report shows the funnel, rejection reasons with examples, novelty against the seeds, lengths,
-    task types, verbs and their objects, the teacher's work per round and a sample of kept tasks.
+    task types, verbs and their objects, a diversity map (clusters of the embedded instructions against
+    the seeds), the teacher's work per round and a sample of kept tasks.
     """
     from pipeline.report.build import write_report
 
@@ -71,6 +78,7 @@ def report(
         verb_method=verb_method,
         license_id=license_id,
         quiet=quiet,
+        diversity_map=not no_map,
     )
     if as_json:
         figures = {**figures, "outputs": {k: str(v) for k, v in paths.items()}}

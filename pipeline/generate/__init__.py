@@ -6,7 +6,7 @@ and verdicts: what to ask, how to read the replies, which stages a candidate pas
 (`protocol.py`, with `driver.py` feeding the teacher and `progress.py` reporting) owns everything
 else: run length and time budget, commit points and resume, crash points, progress.
 
-Adding a method (say Evol-Instruct or Magpie) takes three steps and touches neither the protocol
+Adding a method (as evol_instruct.py and magpie.py were added) takes three steps and touches neither the protocol
 nor another recipe:
 1. `recipes/<method>.py` (the method name with `_` for `-`): a `Recipe` subclass with `method =
    "<method>"`; `opening()` draws the round's prompts from `self.ctx.rng` and returns one `Ask` per
@@ -15,7 +15,9 @@ nor another recipe:
    own, recording rejections with `self.reject`) and returns any follow-up asks; `close()` (inherited)
    offers the ready candidates to the ROUGE-L index in candidate order and numbers the kept ones.
    Seed each request with `prompts.request_seed(..., <its place in the round>)`, never with a count
-   that depends on which reply came back first.
+   that depends on which reply came back first. Fields of the kept task beyond the shared ones (a
+   lineage, a conversation) go in `Candidate.extra`; a config the method cannot run is refused in
+   `Recipe.check`, which the protocol calls before the teacher is opened.
 2. Its prompt templates as `templates/<name>.txt` (plus a `TemplatePaths` field so users can
    override them) and its decoding defaults as a `DecodingConfig` field, both in `config.py`.
 3. Its name in `config.Method` and in the `--method` choices of `commands/generate.py` (kept literal

@@ -24,12 +24,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.curate.config import EmbedderConfig
 from pipeline.judge.config import JudgeConfig
 from pipeline.quality.config import DedupConfig, FilterConfig
 from pipeline.teachers.base import DecodingParams
 from pipeline.teachers.config import TeacherConfig
 
-Method = Literal["self-instruct", "alpaca"]
+Method = Literal["self-instruct", "alpaca", "evol-instruct", "magpie"]
 PromptStyle = Literal["completion", "chat"]
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -90,6 +91,30 @@ class AlpacaDecoding(Decoding):
     stop: list[str] = Field(default_factory=lambda: ["\n20", "20."])
 
 
+class EvolveDecoding(Decoding):
+    """evol-instruct: one rewritten task per request, sampled (WizardLM evolves at temperature 1)."""
+
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+
+
+class AnswerDecoding(Decoding):
+    """evol-instruct and magpie: the teacher's answer to one task (or one user turn)."""
+
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+
+
+class QueryDecoding(Decoding):
+    """magpie: a user turn written from the pre-query template alone (Magpie samples at temperature 1)."""
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(128, ge=1)
+
+
 class DecodingConfig(BaseModel):
     """Decoding per request kind; each defaults to the original recipe's parameters, and a YAML file
     that sets one of them (say `instructions.temperature`) keeps the recipe's values for the rest."""
@@ -103,6 +128,9 @@ class DecodingConfig(BaseModel):
         300, ge=1, description="max_tokens for output-first (classification) prompts"
     )
     alpaca: AlpacaDecoding = Field(default_factory=AlpacaDecoding)
+    evolve: EvolveDecoding = Field(default_factory=EvolveDecoding)
+    answer: AnswerDecoding = Field(default_factory=AnswerDecoding)
+    query: QueryDecoding = Field(default_factory=QueryDecoding)
     constrained: Literal["auto", "on", "off"] = Field(
         "auto",
         description="hold each reply to its recipe's layout (vLLM structured outputs): auto = where the "
@@ -124,6 +152,99 @@ class TemplatePaths(BaseModel):
     instances_clf: str | None = None
     instances_gen: str | None = None
     alpaca: str | None = None
+    evolve_constraints: str | None = None
+    evolve_deepen: str | None = None
+    evolve_concretize: str | None = None
+    evolve_reasoning: str | None = None
+    evolve_input: str | None = None
+    evolve_breadth: str | None = None
+    answer: str | None = None
+
+
+EvolOperation = Literal["constraints", "deepen", "concretize", "reasoning", "input", "breadth"]
+EVOL_OPERATIONS: tuple[str, ...] = ("constraints", "deepen", "concretize", "reasoning", "input", "breadth")
+"""WizardLM's five in-depth operations (add constraints, deepening, concretizing, increase reasoning
+steps, complicate the input) and in-breadth mutation; each has its template `evolve_<operation>`."""
+
+DEFAULT_COPY_MARKERS = (
+    "original task",
+    "starting task",
+    "rewritten task",
+    "new task:",
+    "given task",
+    "given prompt",
+    "rewritten prompt",
+    "#rewritten prompt#",
+    "#given prompt#",
+)
+
+
+class EvolConfig(BaseModel):
+    """evol-instruct: where the pool starts, which operations, and the elimination rules' parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_run: str | None = Field(
+        None, description="evolve this run's kept tasks instead of the seeds (`--from RUN`)"
+    )
+    operations: list[EvolOperation] = Field(
+        default_factory=lambda: list(EVOL_OPERATIONS), min_length=1, description="drawn uniformly per task"
+    )
+    min_words: int = Field(5, ge=1, description="evol_too_short: an evolved task needs this many words")
+    max_parent_rouge: float = Field(
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="evol_near_parent: ROUGE-L with its parent at or above this (the dedup threshold: a near "
+        "copy of its parent is named as such)",
+    )
+    min_new_words: int = Field(
+        2, ge=1, description="evol_no_new_information: fewer new content words than this over the parent"
+    )
+    copy_markers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_COPY_MARKERS),
+        description="evol_copies_prompt: phrases of the evolution prompt an evolved task must not contain",
+    )
+    refusal_words: list[str] = Field(
+        default_factory=lambda: ["sorry", "cannot", "can't", "unable"],
+        description="evol_answer_refused: an answer with one of these and under refusal_max_words words",
+    )
+    refusal_max_words: int = Field(80, ge=1, description="the paper's 80 words")
+    min_content_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="evol_answer_empty: share of words that are not stop words"
+    )
+
+
+class MagpieConfig(BaseModel):
+    """magpie: turns per conversation, the chat template, and Magpie's three extra filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turns: int = Field(1, ge=1, description="user turns per conversation (`--turns`)")
+    chat_template: str | None = Field(
+        None,
+        description="a tokenizer folder or hub name whose chat template the teacher speaks; None = the "
+        "teacher's model (needed for an HTTP teacher whose model name is no local tokenizer)",
+    )
+    system_prompt: str | None = Field(
+        None, description="a system message before the first turn; None = the template's own default"
+    )
+    language: Literal["english", "any"] = Field(
+        "english", description="magpie_language: a query must be in this language (by script and stop words)"
+    )
+    min_stopword_share: float = Field(
+        0.15, ge=0.0, le=1.0, description="english: at least this share of a query's words are stop words"
+    )
+    min_latin_share: float = Field(
+        0.9, ge=0.0, le=1.0, description="english: at least this share of a query's letters are Latin"
+    )
+    min_query_words: int = Field(5, ge=1, description="magpie_query_too_short: fewer words than this")
+    max_repeat_share: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="magpie_repetition: share of a text's word 4-grams that repeat an earlier one",
+    )
 
 
 class GenerateConfig(BaseModel):
@@ -131,7 +252,9 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = Field("self-instruct", description="self-instruct (the paper's bootstrap) or alpaca")
+    method: Method = Field(
+        "self-instruct", description="self-instruct (the paper's bootstrap), alpaca, evol-instruct or magpie"
+    )
     prompt_style: PromptStyle = Field(
         "completion", description="completion: the teacher continues a raw prompt; chat: one user message"
     )
@@ -170,8 +293,15 @@ class GenerateConfig(BaseModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    evol: EvolConfig = Field(default_factory=EvolConfig, description="evol-instruct's settings")
+    magpie: MagpieConfig = Field(default_factory=MagpieConfig, description="magpie's settings")
     judge: JudgeConfig = Field(
         default_factory=JudgeConfig, description="the judge (`selfinstruct judge`; `enabled`: every round)"
+    )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig,
+        exclude_if=lambda value: value == EmbedderConfig(),
+        description="the sentence embedder of dedup.semantic_duplicate, `select` and the report's map",
     )
 
     @field_validator("time_budget", mode="before")
@@ -181,6 +311,15 @@ class GenerateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
+        if self.method in FREE_TEXT_METHODS:
+            # Rewrites, queries and answers are free text: no grammar to hold them to, so `auto` means off
+            # (and no probe request), and `on` is a mistake worth saying.
+            if self.decoding.constrained == "on":
+                raise ValueError(
+                    f"decoding.constrained is 'on', but method {self.method} writes free text (rewrites, "
+                    "queries, answers): there is no reply layout to hold decoding to; use auto or off"
+                )
+            self.decoding.constrained = "off"
         if self.method == "self-instruct" and self.prompt_count <= self.num_machine_instructions:
             raise ValueError(
                 f"num_prompt_instructions ({self.prompt_count}) must exceed num_machine_instructions "
@@ -193,8 +332,12 @@ class GenerateConfig(BaseModel):
         """Tasks shown in one instruction prompt."""
         if self.num_prompt_instructions is not None:
             return self.num_prompt_instructions
-        return 8 if self.method == "self-instruct" else 3
+        # evol-instruct shows one task (the parent); magpie shows none (it needs no seeds)
+        return {"self-instruct": 8, "alpaca": 3, "evol-instruct": 1, "magpie": 0}[self.method]
 
+
+FREE_TEXT_METHODS = ("evol-instruct", "magpie")
+"""Methods whose replies have no layout (`decoding.constrained` is off for them)."""
 
 RUN_LENGTH_KEYS = ("rounds", "until", "time_budget", "max_rounds_without_progress")
 
@@ -202,6 +345,8 @@ FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
     # judging scores kept tasks and never changes which tasks are kept
     "judge",
+    # how many texts the embedder takes at once
+    "embedder.batch_size",
     # where and how fast the teacher runs; none of these changes a completion or its cache key
     "teacher.base_urls",
     "teacher.api_key_env",

@@ -17,6 +17,12 @@ prompts. What each template holds and what the code appends:
 - `alpaca`: the requirements, ending in `List of 20 tasks:`; then a blank line and `###`-separated
   items `k. Instruction:` / `k. Input:` / `k. Output:`, and an open `4. Instruction:`.
 
+- `evolve_<operation>` (evol-instruct): how to rewrite a task; then a blank line, `Original task:` (for
+  `breadth`, `Starting task:`) and the parent task on the lines after it, a blank line and the open
+  `Rewritten task:` (`New task:`).
+- `answer` (evol-instruct, completion style): a header ending in `### Task:`; then the task on the next
+  line, a blank line and an open `### Response:` line. In chat style the task alone is the message.
+
 In chat style the same text is sent as a single user message. `tests/golden/` pins every bundled
 template's prompts byte for byte.
 """
@@ -37,7 +43,21 @@ from pipeline.run.schemas import MachineTask, SeedTask
 from pipeline.teachers.base import Request, SamplingParams
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATE_NAMES = ("instructions", "instructions_clf", "classify", "instances_clf", "instances_gen", "alpaca")
+TEMPLATE_NAMES = (
+    "instructions",
+    "instructions_clf",
+    "classify",
+    "instances_clf",
+    "instances_gen",
+    "alpaca",
+    "evolve_constraints",
+    "evolve_deepen",
+    "evolve_concretize",
+    "evolve_reasoning",
+    "evolve_input",
+    "evolve_breadth",
+    "answer",
+)
 FEW_SHOT_TEMPLATES = ("classify", "instances_clf", "instances_gen")
 CLASSIFY_SUFFIX = "\nIs it classification?"
 
@@ -200,6 +220,25 @@ def classify_prompt(template: str, instruction: str) -> str:
 def instances_prompt(template: str, instruction: str) -> str:
     """`Task: <instruction>` and a new line, where each example's instances start."""
     return few_shot_prompt(template, instruction, "\n")
+
+
+EVOLVE_LABELS = {"breadth": ("Starting task:", "New task:")}
+"""The labels around the parent task and the open rewrite; every in-depth operation uses the default."""
+EVOLVE_DEFAULT_LABELS = ("Original task:", "Rewritten task:")
+ANSWER_SUFFIX = "\n\n### Response:\n"
+
+
+def evolve_prompt(template: str, operation: str, parent: str) -> str:
+    """How to rewrite, the parent task under its label, and the open label the rewrite follows."""
+    given, open_label = EVOLVE_LABELS.get(operation, EVOLVE_DEFAULT_LABELS)
+    return f"{template.rstrip()}\n\n{given}\n{parent.strip()}\n\n{open_label}"
+
+
+def answer_prompt(template: str, task: str, style: PromptStyle) -> str:
+    """A task to answer: in chat style the task alone; in completion style inside the `answer` template."""
+    if style == "chat":
+        return task.strip()
+    return f"{template.rstrip()}\n{task.strip()}{ANSWER_SUFFIX}"
 
 
 def request_seed(run_seed: int, round_no: int, stage: str, index: int | str) -> int:

@@ -211,7 +211,15 @@ class RunInputs:
 def load_inputs(config: GenerateConfig) -> RunInputs:
     """The seeds and templates, validated: a bad one fails here, before the run directory is touched."""
     seeds_path, seeds = load_run_seeds(config)
+    recipe_class(config.method).check(config, seeds)  # before any request: a clear refusal, fast
     return RunInputs(seeds_path, seeds, load_templates(config.templates))
+
+
+def _differences(stored: dict[str, Any], config: GenerateConfig) -> list[str]:
+    """Result-changing keys on which a stored config and `config` differ (new settings at their defaults
+    do not count: an older run resumes after an upgrade)."""
+    defaults = GenerateConfig().model_dump(mode="json")
+    return config_differences(stored, config.model_dump(mode="json"), FREE_KEYS, defaults)
 
 
 def resume_differences(
@@ -226,7 +234,7 @@ def resume_differences(
     stored = run.read_config()
     if stored is None or state is None or state.rounds_done == 0:
         return []
-    diffs = config_differences(stored, config.model_dump(mode="json"), FREE_KEYS)
+    diffs = _differences(stored, config)
     if state.fingerprints:
         diffs += fingerprint_differences(state.fingerprints, fingerprints)
     if state.teacher is not None and teacher is not None:
@@ -262,12 +270,7 @@ def prepare_run(
             "with the new ones"
         )
     stored = run.read_config()
-    uncommitted = state is None or state.rounds_done == 0
-    if (
-        uncommitted
-        and stored is not None
-        and config_differences(stored, config.model_dump(mode="json"), FREE_KEYS)
-    ):
+    if (state is None or state.rounds_done == 0) and stored is not None and _differences(stored, config):
         # Nothing was committed under the old settings: forget their half-round and decisions.
         run.drop_uncommitted(0)
         state = None
@@ -323,12 +326,21 @@ def _context(
     committed: list[MachineTask],
     teacher: Teacher,
     constrained: bool,
+    run_path: Path,
 ) -> RunContext:
-    """What the rounds share: the ROUGE-L index over seeds and committed tasks, the pool, the saved RNG,
-    and whether replies are held to their formats."""
+    """What the rounds share: the ROUGE-L index over seeds and committed tasks (and, with
+    `dedup.semantic_duplicate`, the embedding index over them), the pool, the saved RNG, and whether
+    replies are held to their formats."""
     index = RougeIndex(config.dedup)
     index.add_many([s.instruction for s in seeds])
     index.add_many([t.instruction for t in committed])
+    semantic = None
+    if config.dedup.semantic_duplicate:
+        from pipeline.curate.semantic import SemanticFilter
+
+        semantic = SemanticFilter.for_run(run_path, config.embedder, config.dedup.semantic_threshold)
+        semantic.add_texts([s.id for s in seeds], [s.instruction for s in seeds])
+        semantic.add_texts([t.id for t in committed], [t.instruction for t in committed])
     return RunContext(
         config,
         seeds,
@@ -338,6 +350,7 @@ def _context(
         rng_from_json(state.rng_state),
         teacher.identity,
         constrained=constrained,
+        semantic=semantic,
     )
 
 
@@ -363,7 +376,7 @@ def run_generation(
     started = time.monotonic()
     run = RunDir(run_dir)
     progress = progress or ProgressListener()
-    inputs = load_inputs(config)  # a bad seeds file or template writes nothing
+    inputs = load_inputs(config)  # a bad seeds file, template or recipe setting writes nothing
     if teacher is None and config.teacher.backend == "openai":
         for text in check_reachable(config.teacher.base_urls):  # a wrong URL is said at once
             if on_warning is not None:
@@ -395,7 +408,7 @@ def run_generation(
                     # with the same decision (and cache keys) without asking the teacher again.
                     state.constrained = decided
                     run.write_state(state)
-                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied)
+                ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied, run.path)
                 progress.run_started(state, config, teacher.usage)
                 outcome.stopped, outcome.rounds_run = _loop(
                     ctx,

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.generate.classify import Label
 from pipeline.generate.config import GenerateConfig
@@ -28,6 +28,9 @@ from pipeline.quality.dedup import DedupResult, RougeIndex
 from pipeline.quality.filters import check_instruction, filter_instances
 from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
 from pipeline.teachers.base import Completion, Request
+
+if TYPE_CHECKING:
+    from pipeline.curate.semantic import SemanticFilter
 
 REPLY_CHARS = 4000
 """How much of a teacher reply a rejection record keeps."""
@@ -57,6 +60,7 @@ class RunContext:
     rng: random.Random
     teacher: TeacherIdentity
     constrained: bool = False  # hold each request to its reply format (`pipeline.generate.constrained`)
+    semantic: SemanticFilter | None = None  # dedup.semantic_duplicate (`pipeline.curate.semantic`)
     formats: RunFormats = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +83,8 @@ class Candidate:
     instances: list[Instance] = field(default_factory=list)
     label: Label | None = None
     ready: bool = False  # passed every stage before the final offer
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further `MachineTask` fields a recipe fills (evol-instruct's `evolution`, magpie's `conversation`)."""
 
     @property
     def request(self) -> int:
@@ -136,6 +142,11 @@ class Recipe(ABC):
         self.round_no = round_no
         self.candidates: list[Candidate] = []
         self.rejections = RejectionLog()
+
+    @classmethod  # noqa: B027 - an optional hook: most methods can run any config
+    def check(cls, config: GenerateConfig, seeds: list[SeedTask]) -> None:
+        """Refuse a config this method cannot run with a `UserError`, before the teacher is opened or
+        asked anything (magpie: no chat template; evol-instruct: no run to evolve)."""
 
     @property
     def chat(self) -> bool:
@@ -289,12 +300,48 @@ class Recipe(ABC):
             prompt_ids=cand.prompt_ids,
         )
 
+    def _semantic_offer(self, cands: list[Candidate]) -> list[tuple[Candidate, DedupResult]]:
+        """ROUGE-L first, then the embedding index, one candidate at a time in candidate order: a
+        candidate counts against later ones only once it passed both."""
+        semantic = self.ctx.semantic
+        assert semantic is not None
+        vectors = semantic.embed([c.instruction for c in cands])
+        passed = []
+        for cand, vector in zip(cands, vectors, strict=True):
+            verdict = self.ctx.index.check(cand.instruction)
+            if not verdict.kept:
+                self._dedup_reject(Phase.OFFER, cand, verdict)
+                continue
+            near = semantic.check(vector)
+            if not near.kept:
+                self.reject(
+                    Phase.OFFER,
+                    cand.position,
+                    "dedup",
+                    ["semantic_duplicate"],
+                    cand.instruction,
+                    key=cand.key,
+                    request=cand.request,
+                    similarity=round(near.nearest.similarity, 4),
+                    nearest_id=near.nearest.label,
+                    nearest=semantic.text_of(near.nearest.label),
+                    prompt_ids=cand.prompt_ids,
+                )
+                continue
+            passed.append((cand, self.ctx.index.offer(cand.instruction)))
+            semantic.add(vector, [f"r{self.round_no:04d}-{len(passed) - 1:04d}"], [cand.instruction])
+        return passed
+
     def _final_offer(self, cands: list[Candidate]) -> list[MachineTask]:
         """Offer in candidate order (an earlier kept one counts against every later one); number the kept."""
-        verdicts = self.ctx.index.offer_many([c.instruction for c in cands])
+        if self.ctx.semantic is not None:
+            offered = self._semantic_offer(cands)
+        else:
+            verdicts = self.ctx.index.offer_many([c.instruction for c in cands])
+            offered = list(zip(cands, verdicts, strict=True))
         tasks = []
         now = time.time()
-        for cand, verdict in zip(cands, verdicts, strict=True):
+        for cand, verdict in offered:
             if not verdict.kept:
                 self._dedup_reject(Phase.OFFER, cand, verdict)
                 continue
@@ -311,6 +358,7 @@ class Recipe(ABC):
                     most_similar=verdict.most_similar,
                     avg_similarity=verdict.avg_similarity,
                     created_at=now,
+                    **cand.extra,
                 )
             )
         return tasks

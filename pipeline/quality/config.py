@@ -123,6 +123,10 @@ class FilterConfig(BaseModel):
     max_instances: int = Field(5, ge=1, description="Self-Instruct keeps at most 5 instances per task")
 
 
+SEMANTIC_THRESHOLD = 0.88
+"""all-MiniLM-L6-v2 cosine above which two instructions ask for the same thing (bench/semantic_threshold.py)."""
+
+
 class DedupConfig(BaseModel):
     """How novel a candidate must be. Defaults are Self-Instruct's and Alpaca's."""
 
@@ -143,4 +147,20 @@ class DedupConfig(BaseModel):
             "and exact either way; a kept candidate's max_score is then the best pair examined, most_similar "
             "empty and avg_similarity 0.0)"
         ),
+    )
+    # Semantic near-duplicates (pipeline.curate.index). Left out of a resolved config while at their
+    # defaults, so runs made before they existed resume unchanged.
+    semantic_duplicate: bool = Field(
+        False,
+        exclude_if=lambda value: value is False,
+        description="also reject a candidate whose embedding's cosine similarity to a kept instruction "
+        "(seeds, pool, earlier candidates) is above semantic_threshold (the embedder: `embedder:`); "
+        "off in the paper-faithful presets, on in configs/curated.yaml",
+    )
+    semantic_threshold: float = Field(
+        SEMANTIC_THRESHOLD,
+        gt=0.0,
+        le=1.0,
+        exclude_if=lambda value: value == SEMANTIC_THRESHOLD,
+        description="cosine similarity above which a candidate is a semantic_duplicate",
     )

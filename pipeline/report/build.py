@@ -21,6 +21,7 @@ def write_report(
     license_id: str | None = None,
     repo_id: str | None = None,
     quiet: bool = True,
+    diversity_map: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Compute a run's figures, then write report.html and README.md atomically; return both."""
     from pipeline.core.jsonio import write_text_atomic
@@ -42,6 +43,7 @@ def write_report(
     with make_progress(quiet=quiet) as progress:
         novelty_bar = progress.add_task("novelty vs. seeds", total=n)
         verbs_bar = progress.add_task("verb analysis", total=n)
+        embed_bar = progress.add_task("embedding (diversity map)", total=n if diversity_map else 0)
         figures = compute_report(
             run,
             seed_tasks,
@@ -50,6 +52,8 @@ def write_report(
             verb_method=verb_method,
             on_novelty=lambda k: progress.advance(novelty_bar, k),
             on_verbs=lambda k: progress.advance(verbs_bar, k),
+            diversity_map=diversity_map,
+            on_embedded=lambda k: progress.advance(embed_bar, k),
         )
         charts_bar = progress.add_task("charts", total=1)
         plots = make_plots(figures)

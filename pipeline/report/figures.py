@@ -334,6 +334,31 @@ ROUND_FIELDS = (
 )
 
 
+def evolution(run: RunData) -> dict[str, Any] | None:
+    """evol-instruct: the share of evolutions kept, per operation and per depth (None for other methods).
+
+    Every whole candidate of an evol-instruct round, kept or rejected, names its evolution (the kept
+    task in `evolution`, a rejection in its candidate record), so the shares need no other file."""
+    kept = [t.evolution.model_dump() for t in run.tasks if t.evolution is not None]
+    rejected = [
+        r.candidate["evolution"]
+        for r in run.rejections
+        if r.stage in TASK_STAGES and isinstance(r.candidate.get("evolution"), dict)
+    ]
+    if not kept and not rejected:
+        return None
+
+    def table(field_name: str) -> list[dict[str, Any]]:
+        tried = Counter(e[field_name] for e in kept + rejected)
+        won = Counter(e[field_name] for e in kept)
+        return [
+            {field_name: key, "tried": n, "kept": won[key], "share": won[key] / n}
+            for key, n in sorted(tried.items(), key=lambda kv: str(kv[0]) if field_name != "depth" else kv[0])
+        ]
+
+    return {"by_operation": table("operation"), "by_depth": table("depth")}
+
+
 def rounds(run: RunData) -> dict[str, Any]:
     """Per round: the teacher's work (tokens, cost, time, tokens/s) from summary.json, and the files'
     kept and rejected counts beside summary.json's own, so that a mismatch shows."""
@@ -456,8 +481,11 @@ def compute_report(
     sample_seed: int = 0,
     on_novelty: Callable[[int], None] | None = None,
     on_verbs: Callable[[int], None] | None = None,
+    diversity_map: bool = True,
+    on_embedded: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report, as one JSON-ready dict."""
+    from pipeline.report.diversity import diversity_figures
     from pipeline.report.verbs import analyze_verbs
 
     tokenizer = str(_section(run.config, "dedup").get("tokenizer") or "rouge")
@@ -474,10 +502,16 @@ def compute_report(
         "shares": shares(run.tasks),
         "verbs": analyze_verbs(instructions, verb_method, on_done=on_verbs),  # type: ignore[arg-type]
         "rounds": rounds(run),
+        "evolution": evolution(run),
         "sample": sample_tasks(run.tasks, sample, sample_seed),
         "judge": judgment_figures(run.tasks, read_judgments(run.run_dir)),
         "student": student_figures(run.run_dir),
         "human": human_figures(run.run_dir),
+        "diversity": diversity_figures(
+            run.run_dir, run.tasks, seeds, verb_method=verb_method, on_embedded=on_embedded
+        )
+        if diversity_map
+        else None,
         "notes": [*run.notes, *consistency(run, funnel_figures)],
     }
     return figures

@@ -2,7 +2,8 @@
 
 The page is assembled from escaped fragments; there is no template engine to install and nothing is
 loaded from the network. Each section has a stable id (overview, funnel, reasons, novelty, lengths,
-shares, review, judge, verbs, rounds, sample, config) so that tests and links can find it.
+shares, review, judge, verbs, rounds, evolution (evol-instruct runs only), sample, config) so that tests and
+links can find it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ SECTIONS = (
     ("review", "People's review"),
     ("judge", "Judge"),
     ("verbs", "Verbs and objects"),
+    ("diversity", "Diversity map"),
     ("rounds", "Rounds"),
+    ("evolution", "Evolution"),
     ("sample", "Sample"),
     ("config", "Configuration"),
 )
@@ -413,6 +416,45 @@ def _verbs(fig: dict[str, Any], plot: str | None) -> str:
     )
 
 
+def _diversity(fig: dict[str, Any], plot: str | None, bars: str | None) -> str:
+    div = fig.get("diversity")
+    if not div:
+        return _empty("Fewer than 4 kept tasks, or the map was not drawn (`report --no-map`).")
+    lead = (
+        f'<p class="lead">{_int(div["tasks"])} kept instructions in {div["k"]} clusters (k-means on '
+        f"{escape(div['embedder'])} embeddings). The largest {div['top10_clusters']} cluster(s), 10% of "
+        f"them, hold {_pct(div['top10_share'])} of the tasks.</p>"
+    )
+    seeds = ""
+    if div.get("near_seeds") is not None:
+        seeds = (
+            f"<p>Against the {_int(div['seeds'])} seeds: {_pct(div['near_seeds'])} of the kept tasks are within "
+            f"cosine {div['near_seed_threshold']} of a seed (circling it), {_pct(div['beyond_seeds'])} are "
+            f"farther than {div['beyond_seed_threshold']} from every seed (beyond them); median similarity "
+            f"to the nearest seed {div['median_seed_similarity']:.2f}. {div['clusters_without_seeds']} "
+            f"cluster(s), {_int(div['tasks_in_clusters_without_seeds'])} tasks, have no seed; "
+            f"{_int(div['seeds_left_alone'])} seeds have no kept task within {div['beyond_seed_threshold']}.</p>"
+        )
+    caution = (
+        f'<div class="note"><b>Caution:</b> {escape(div["caution"])}</div>' if div.get("caution") else ""
+    )
+    rows = [
+        [
+            str(c["id"]),
+            _int(c["size"]),
+            escape(c["pair"] or "–"),
+            escape(_clip(c["name"])),
+            _int(c["seeds"]),
+            _pct(c["valid_share"]) if c["valid_share"] is not None else "–",
+        ]
+        for c in div["clusters"]
+    ]
+    table = _table(
+        ["cluster", "tasks", "top verb-noun", "most central instruction", "seeds", "valid"], rows, {1, 4}
+    )
+    return lead + seeds + caution + _img(plot, "diversity map") + _img(bars, "cluster sizes") + table
+
+
 def _rounds(fig: dict[str, Any], plot: str | None) -> str:
     rnd = fig["rounds"]
     if not rnd["rows"]:
@@ -480,6 +522,18 @@ def _sample(fig: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _evolution(fig: dict[str, Any]) -> str | None:
+    """evol-instruct's kept share per operation and per depth; no section for other methods."""
+    evo = fig.get("evolution")
+    if not evo:
+        return None
+    parts = ['<p class="lead">The share of evolutions kept (every rejected one counts as tried).</p>']
+    for key, title in (("operation", "operation"), ("depth", "depth")):
+        rows = [[str(r[key]), _int(r["tried"]), _int(r["kept"]), _pct(r["share"])] for r in evo[f"by_{key}"]]
+        parts.append(_table([title, "tried", "kept", "kept share"], rows, {1, 2, 3}))
+    return "".join(parts)
+
+
 def _config(config_text: str) -> str:
     if not config_text.strip():
         return _empty("config.yaml is missing.")
@@ -511,13 +565,16 @@ def render_html(figures: dict[str, Any], plots: dict[str, str | None], config_te
         "review": human_html(figures.get("human")),
         "judge": _judge(figures, plots.get("judge")),
         "verbs": _verbs(figures, plots.get("verbs")),
+        "diversity": _diversity(figures, plots.get("diversity"), plots.get("clusters")),
         "rounds": _rounds(figures, plots.get("rounds")),
+        "evolution": _evolution(figures),
         "sample": _sample(figures),
         "config": _config(config_text),
     }
-    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in SECTIONS)
+    shown = [(sid, title) for sid, title in SECTIONS if bodies[sid] is not None]
+    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in shown)
     sections = "".join(
-        f'<section id="{sid}"><h2>{escape(title)}</h2>{bodies[sid]}</section>' for sid, title in SECTIONS
+        f'<section id="{sid}"><h2>{escape(title)}</h2>{bodies[sid]}</section>' for sid, title in shown
     )
     title = f"Run report: {ov['run']}"
     teacher = ov["teacher"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -299,6 +300,111 @@ def plot_judge(judge: dict[str, Any] | None) -> str | None:
     return to_data_uri(fig)
 
 
+def _clip_label(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _cluster_colours(k: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(k)]
+
+
+@styled
+def plot_diversity_map(diversity: dict[str, Any] | None) -> str | None:
+    """The kept tasks on a 2-D map (PCA of the embeddings), coloured by cluster and, where there are
+    verdicts, by verdict; the seeds drawn over them as black crosses."""
+    if not diversity:
+        return None
+    pts, seeds = diversity["points"], diversity["seed_points"]
+    x, y = np.array(pts["x"]), np.array(pts["y"])
+    labels = np.array(pts["cluster"])
+    has_verdicts = any(v is not None for v in pts["verdict"])
+    fig = Figure(figsize=(13 if has_verdicts else 8, 6.2))
+    axes = fig.subplots(1, 2 if has_verdicts else 1, squeeze=False)[0]
+    colours = _cluster_colours(diversity["k"])
+    ax = axes[0]
+    ax.scatter(x, y, c=[colours[c] for c in labels], s=14, alpha=0.8, linewidths=0)
+    for c in range(diversity["k"]):
+        members = labels == c
+        if members.any():
+            ax.text(
+                x[members].mean(),
+                y[members].mean(),
+                str(c),
+                fontsize=9,
+                weight="bold",
+                ha="center",
+                va="center",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0},
+            )
+    ax.set_title(f"{diversity['tasks']} kept tasks in {diversity['k']} clusters")
+    if has_verdicts:
+        ax2 = axes[1]
+        verdict = pts["verdict"]
+        for value, colour, name in (
+            (None, GREY, "no verdict"),
+            (True, GREEN, "valid"),
+            (False, RED, "not valid"),
+        ):
+            chosen = np.array([v is value for v in verdict])
+            if chosen.any():
+                ax2.scatter(
+                    x[chosen],
+                    y[chosen],
+                    c=colour,
+                    s=14 if value is None else 22,
+                    alpha=0.8,
+                    linewidths=0,
+                    label=f"{name} ({int(chosen.sum())})",
+                )
+        ax2.set_title(f"Verdicts: {diversity['verdict_source']}")
+    for a in axes:
+        if seeds["x"]:
+            a.scatter(
+                seeds["x"],
+                seeds["y"],
+                marker="x",
+                c="black",
+                s=22,
+                linewidths=1.0,
+                label=f"seed tasks ({len(seeds['x'])})",
+            )
+        a.set_xlabel("first principal component")
+        a.set_ylabel("second principal component")
+        a.legend(loc="best", fontsize=8, framealpha=0.8)
+    return to_data_uri(fig)
+
+
+@styled
+def plot_clusters(diversity: dict[str, Any] | None) -> str | None:
+    """Cluster sizes, largest first, each named by its top verb-noun pair and its most central
+    instruction, with how many seeds fall in it."""
+    if not diversity:
+        return None
+    rows = diversity["clusters"]
+    colours = _cluster_colours(diversity["k"])
+    fig = Figure(figsize=(11, 0.36 * len(rows) + 1.4))
+    ax = fig.subplots()
+    ys = range(len(rows))
+    ax.barh(ys, [r["size"] for r in rows], color=[colours[r["id"]] for r in rows])
+    top = max(r["size"] for r in rows)
+    for yv, row in zip(ys, rows, strict=True):
+        seeds = f", {row['seeds']} seed(s)" if row["seeds"] else ", no seed"
+        ax.text(row["size"], yv, f" {row['size']}{seeds}", va="center", fontsize=8)
+    names = [f"{r['id']}: {r['pair'] or '-'} | {_clip_label(r['name'], 48)}" for r in rows]
+    ax.set_yticks(list(ys), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("kept tasks")
+    ax.set_title(
+        f"Clusters by size: the largest {diversity['top10_clusters']} hold {diversity['top10_share']:.0%} of the tasks"
+    )
+    return to_data_uri(fig)
+
+
 def make_plots(figures: dict[str, Any]) -> dict[str, str | None]:
     """Every chart of the report by section name; None where a section has nothing to draw."""
     return {
@@ -310,4 +416,6 @@ def make_plots(figures: dict[str, Any]) -> dict[str, str | None]:
         "verbs": plot_verbs(figures["verbs"]),
         "rounds": plot_rounds(figures["rounds"]),
         "judge": plot_judge(figures.get("judge")),
+        "diversity": plot_diversity_map(figures.get("diversity")),
+        "clusters": plot_clusters(figures.get("diversity")),
     }

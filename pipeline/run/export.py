@@ -8,6 +8,10 @@ One example per instance: {"instruction", "input", "output"} (+ "task_id"). Form
             task, so the instances of one task never straddle train and test.
 - parquet:  the same two splits as `data/train-00000-of-00001.parquet` and `data/test-...` in a folder,
             the layout a Hub dataset repo serves (`load_dataset("user/name")`, the dataset viewer).
+A multi-turn task (magpie's `conversation`) is one example whose first turn is its instruction and
+output: `messages` and `hf` (a `messages` column, added when the run has such a task) carry every turn
+in order, `jsonl` adds the conversation, and `alpaca` keeps the first turn and says how many later turns
+it left out (`later_turns_left_out`).
 Every export is written to a temporary path and renamed into place.
 """
 
@@ -46,8 +50,16 @@ def task_examples(tasks: list[MachineTask], seeds: list[SeedTask] | None = None)
             out.append(_example(seed.instruction, inst.input, inst.output, seed.id, seed.is_classification))
     for task in tasks:
         for inst in task.instances:
-            out.append(_example(task.instruction, inst.input, inst.output, task.id, task.is_classification))
+            example = _example(task.instruction, inst.input, inst.output, task.id, task.is_classification)
+            if task.conversation:
+                example["conversation"] = [dict(m) for m in task.conversation]
+            out.append(example)
     return out
+
+
+def later_turns(examples: list[dict[str, Any]]) -> int:
+    """User turns after the first one, over all examples: what a single-turn format leaves out."""
+    return sum(max(0, len(e.get("conversation", [])) // 2 - 1) for e in examples)
 
 
 def _example(instruction: str, given: str, output: str, task_id: str, is_clf: bool) -> dict[str, Any]:
@@ -61,6 +73,9 @@ def _example(instruction: str, given: str, output: str, task_id: str, is_clf: bo
 
 
 def to_messages(example: dict[str, Any]) -> dict[str, Any]:
+    """Chat messages of an example: a conversation whole, in order; else its instruction (and input) and output."""
+    if example.get("conversation"):
+        return {"messages": [dict(m) for m in example["conversation"]]}
     user = example["instruction"] + ("\n\n" + example["input"] if example.get("input") else "")
     return {
         "messages": [
@@ -130,7 +145,10 @@ def export_run(
     info.update(filtered)
     if seeds:
         info["seed_tasks"] = len(seeds)
+    left_out = later_turns(examples)
     if fmt == "alpaca":
+        if left_out:
+            info["later_turns_left_out"] = left_out
         write_json_atomic(out, [{k: e[k] for k in ("instruction", "input", "output")} for e in examples])
     elif fmt == "jsonl":
         write_text_atomic(out, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
@@ -161,12 +179,19 @@ def _quiet_datasets() -> Iterator[None]:
 
 def _save_folder(train: list[dict[str, Any]], test: list[dict[str, Any]], out: Path, fmt: str) -> None:
     """The splits as a saved DatasetDict (`hf`) or as Parquet files (`parquet`), replacing `out` atomically."""
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Dataset, DatasetDict, Features, List, Value
 
-    features = Features({name: Value("string") for name in COLUMNS})
+    columns: dict[str, Any] = {name: Value("string") for name in COLUMNS}
+    turns = any(r.get("conversation") for r in train + test)
+    if turns:  # every turn of a conversation, in order; other runs' datasets keep their four columns
+        columns["messages"] = List({"role": Value("string"), "content": Value("string")})
+    features = Features(columns)
 
     def build(rows: list[dict[str, Any]]) -> Dataset:
-        return Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS}, features=features)
+        data = {c: [r[c] for r in rows] for c in COLUMNS}
+        if turns:
+            data["messages"] = [to_messages(r)["messages"] for r in rows]
+        return Dataset.from_dict(data, features=features)
 
     data = DatasetDict({"train": build(train), "test": build(test)})
     out.parent.mkdir(parents=True, exist_ok=True)

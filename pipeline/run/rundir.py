@@ -100,12 +100,20 @@ def _is_free(key: str, free: Sequence[str]) -> bool:
     return any(key == f or key.startswith(f + ".") for f in free)
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any], free: Sequence[str]) -> list[str]:
-    """The result-changing keys on which two resolved configs differ, as `key: old -> new` lines."""
-    a, b = _flatten(old), _flatten(new)
+def config_differences(
+    old: dict[str, Any], new: dict[str, Any], free: Sequence[str], defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """The result-changing keys on which two resolved configs differ, as `key: old -> new` lines.
+
+    A key the stored config lacks is a setting added to selfinstruct after the run was made: at its
+    default it cannot have changed what the run did, so it is no difference (set to anything else, it is).
+    """
+    a, b, base = _flatten(old), _flatten(new), _flatten(defaults or {})
     out = []
     for key in sorted(set(a) | set(b)):
         if _is_free(key, free):
+            continue
+        if key not in a and key in base and b.get(key) == base[key]:
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             out.append(f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
@@ -113,6 +121,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], free: Sequence[
 
 
 def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Input files whose content changed under the same config (the seeds file, a template)."""
+    """Input files whose content changed under the same config (the seeds file, a template). A file the
+    run did not record (a template added to selfinstruct later, for another method) is not compared."""
     a, b = _flatten(old), _flatten(new)
-    return [f"{key} (file content changed)" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return [f"{key} (file content changed)" for key in sorted(a) if a.get(key) != b.get(key)]

@@ -104,6 +104,21 @@ class ConstrainedDecoding(BaseModel):
         return f"{state} (decoding.constrained: {self.setting}; {self.reason})"
 
 
+class Evolution(BaseModel):
+    """Where an evol-instruct task came from: its parent's id (a seed, a task of this run or of the
+    `--from` run), the operation applied, and how many evolutions separate it from an original task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parent: str
+    operation: str
+    depth: int = Field(ge=1)
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class MachineTask(BaseModel):
     """A kept, machine-generated task: one complete line of `machine_tasks.jsonl`."""
 
@@ -118,6 +133,14 @@ class MachineTask(BaseModel):
     most_similar: dict[str, float] = Field(default_factory=dict, description="top instructions by ROUGE-L")
     avg_similarity: float = 0.0
     created_at: float = 0.0
+    # Written only by the methods that have them, so other methods' records keep their exact shape.
+    evolution: Evolution | None = Field(None, exclude_if=_unset, description="evol-instruct's lineage")
+    conversation: list[dict[str, str]] | None = Field(
+        None,
+        exclude_if=_unset,
+        description="magpie: every turn as chat messages (user, assistant, ...); the first pair is "
+        "`instruction` and the instance's output",
+    )
 
 
 class Rejection(BaseModel):

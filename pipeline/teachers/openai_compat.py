@@ -1,11 +1,12 @@
 """Any OpenAI-compatible server as the teacher: vLLM's own server, several replicas, or a hosted API.
 
-Requests run concurrently on the async `openai` client, spread over the base URLs by `ReplicaRouter`:
+Requests run concurrently on one event loop (the wire path, `wire.py`: raw HTTP, one JSON decode, the
+`openai` SDK's own exception types), spread over the base URLs by `ReplicaRouter`:
 least in-flight among healthy replicas, failing ones benched and their retries sent elsewhere. Each
 replica has its own concurrency limit, at most `concurrency`, found by AIMD (`aimd.py`): it grows
 while answers come back and shrinks on 429 / 503 / timeouts; a request waits while every replica that
 is up is at its limit. `usage.replicas` follows each replica's requests, failures and limit live. Delivering an answer may wait on the cache's disk write: it is awaited
-(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The client's own retries are off (`max_retries=0`) so that one policy, ours
+(`awaits_delivery`), never blocking the loop, and a request keeps its slot until it is delivered. The wire path never retries on its own, so that one policy, ours
 (`retry.py`), decides: bounded, with backoff and jitter, honouring Retry-After, and fitting
 `max_tokens` to the context on a context-length refusal. When a request fails for good, no new call
 starts, the calls already open are let finish and their answers delivered (and so cached), and then
@@ -21,7 +22,9 @@ import contextlib
 import os
 import random
 import ssl
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +43,6 @@ from pipeline.teachers.config import TeacherConfig
 from pipeline.teachers.replicas import ReplicaRouter, ReplicaState
 from pipeline.teachers.retry import (
     Action,
-    BadResponse,
     classify,
     error_text,
     fitted_max_tokens,
@@ -51,6 +53,7 @@ from pipeline.teachers.retry import (
 )
 from pipeline.teachers.runtime import local_identity, served_name
 from pipeline.teachers.usage import Usage
+from pipeline.teachers.wire import CHAT_COMPLETIONS, COMPLETIONS, WireClient, parse_completion, request_body
 
 BACKEND = "openai"
 PLACEHOLDER_KEY = "EMPTY"
@@ -135,45 +138,61 @@ class OpenAITeacher(Teacher):
         self._rng = rng or random.Random()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
+        # One event loop and one connection pool per replica for the teacher's life: the connections
+        # opened in one batch (round) serve the next, instead of a new handshake per replica and round.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: dict[str, WireClient] = {}
+        self._finalizer: weakref.finalize | None = None
         self._failed_in_a_row = 0  # attempts, of any requests, that failed on the server's side
 
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
-        asyncio.run(self._stream(queue, deliver))
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._stream(queue, deliver))
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # also run when the teacher is garbage-collected, or at exit, if never closed
+        _shutdown(self._loop, [])
+        self._clients = {}
+
+    def _wire_clients(self) -> dict[str, WireClient]:
+        """A connection pool per replica (made on the teacher's loop), each keeping a connection alive
+        for every request it may have open; the wire path (`wire.py`) sends our body, reads the raw reply."""
+        if not self._clients:
+            if self._tls is None:
+                self._tls = tls_context()
+            per_replica = self.config.concurrency
+            self._clients = {
+                replica.url: WireClient(
+                    replica.url, self.api_key, self.config.timeout_s, per_replica, self._tls
+                )
+                for replica in self.router.replicas
+            }
+            self._finalizer = weakref.finalize(self, _shutdown, self._loop, list(self._clients.values()))
+        return self._clients
 
     async def _stream(self, queue: RequestQueue, deliver: Deliver) -> None:
-        import openai
-
-        if self._tls is None:
-            self._tls = tls_context()
-        # A connection pool per replica (one shared pool slows down as it grows: it scans its
-        # connections per request), each keeping a connection alive for every request it may have open.
+        clients = self._wire_clients()
         per_replica = self.config.concurrency
-        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-            max_connections=max(per_replica, openai.DEFAULT_CONNECTION_LIMITS.max_connections or 0),
-            max_keepalive_connections=per_replica,
-        )
-        clients = {
-            replica.url: openai.AsyncOpenAI(
-                base_url=replica.url,
-                api_key=self.api_key,
-                max_retries=0,
-                timeout=self.config.timeout_s,
-                http_client=openai.DefaultAsyncHttpxClient(
-                    limits=limits, timeout=self.config.timeout_s, verify=self._tls
-                ),
-            )
-            for replica in self.router.replicas
-        }
         # Every replica at its maximum: the most requests that can be open (the limits do the rest).
         gate = asyncio.Semaphore(per_replica * len(self.router.replicas))
         self._waiting.clear()
         stop = asyncio.Event()
         errors: list[Exception] = []
         running: set[asyncio.Task] = set()
+        idle = asyncio.Event()  # set when nothing is running (one wake-up, not a wait over every task)
+
+        def ended(task: asyncio.Task) -> None:
+            running.discard(task)
+            if not running:
+                idle.set()
 
         def launch() -> None:
             for index, request in queue.take():
-                running.add(asyncio.create_task(one(index, request)))
+                task = asyncio.create_task(one(index, request))
+                running.add(task)
+                task.add_done_callback(ended)
 
         async def one(index: int, request: Request) -> None:
             try:
@@ -193,16 +212,13 @@ class OpenAITeacher(Teacher):
 
         launch()
         try:
-            while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                running.difference_update(done)
+            if running:
+                await idle.wait()
         finally:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             self.usage.replicas = self.router.counts()
-            for client in clients.values():
-                await client.close()
         if errors:
             raise errors[0]
 
@@ -329,31 +345,34 @@ class OpenAITeacher(Teacher):
         return completion
 
     @staticmethod
-    async def _call(client: Any, kwargs: dict[str, Any], chat: bool) -> Any:
-        if chat:
-            return await client.chat.completions.create(**kwargs)
-        return await client.completions.create(**kwargs)
+    async def _call(client: WireClient, kwargs: dict[str, Any], chat: bool) -> bytes:
+        return await client.post(CHAT_COMPLETIONS if chat else COMPLETIONS, request_body(kwargs))
 
-    def _completion(self, response: Any, request: Request) -> Completion:
-        choices = getattr(response, "choices", None)
-        if isinstance(response, str) or not choices:
-            raise BadResponse("the reply has no choices")
-        if len(choices) != request.params.n:
-            raise BadResponse(f"asked for {request.params.n} choices, got {len(choices)}")
-        ordered = sorted(choices, key=lambda c: c.index or 0)
-        if request.is_chat:
-            texts = [(c.message.content if c.message is not None else None) or "" for c in ordered]
-        else:
-            texts = [c.text or "" for c in ordered]
-        usage = getattr(response, "usage", None)
-        return Completion(
-            texts=texts,
-            finish_reasons=[c.finish_reason or "unknown" for c in ordered],
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            backend=BACKEND,
-            model=self.identity.model,
-        )
+    def _completion(self, response: bytes, request: Request) -> Completion:
+        return parse_completion(response, request.params.n, request.is_chat, self.identity.model, BACKEND)
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop | None, clients: list[WireClient]) -> None:
+    """Close the connection pools and the teacher's loop (from `close`, at garbage collection or exit).
+
+    Garbage collection may run this while another loop runs on this thread (another teacher's): ours
+    then closes on a thread of its own, where no loop is running."""
+    if loop is None or loop.is_closed() or loop.is_running():
+        return
+
+    def run() -> None:
+        for client in clients:
+            loop.run_until_complete(client.close())
+        loop.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    closer = threading.Thread(target=run, name="teacher-close")
+    closer.start()
+    closer.join()
 
 
 def tls_context() -> ssl.SSLContext:
