@@ -101,20 +101,20 @@ def run_contamination_check(train_examples: list[dict[str, str]], config: TrainC
 @click.option(
     "--min-quality",
     type=click.FloatRange(0.0, 1.0),
-    help="run data: train on tasks whose quality (people's label, judge or learned model; 0-1) is >= P",
+    help="Run data: train on tasks whose quality (people's label, judge or learned model; 0-1) is P or more.",
 )
 @click.option(
     "--select",
     "select_size",
     type=click.IntRange(min=1),
-    help="run data: train on the N training tasks `selfinstruct select` picks (quality and coverage)",
+    help="Run data: train on the N training tasks `selfinstruct select` picks (quality and coverage).",
 )
 @click.option(
     "--select-method",
     type=click.Choice(["facility", "kcenter", "random"]),
     default="facility",
     show_default=True,
-    help="with --select: how `select` picks (random: a uniform sample of N, the control)",
+    help="With --select: how `select` picks (random: a uniform sample of N, the control).",
 )
 @click.option(
     "--force",

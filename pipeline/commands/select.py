@@ -64,9 +64,15 @@ def describe_selection(info: dict) -> list[str]:
     type=click.FloatRange(0.0, 1.0),
     default=0.5,
     show_default=True,
-    help="0 = coverage only, 1 = quality only.",
+    help="The weight of quality against coverage: 0 = coverage only, 1 = quality only.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="k-means, the random subset, CV folds.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="The seed of k-means, the random subset and the CV folds.",
+)
 @click.option("--test-size", type=float, default=0.05, show_default=True, help="hf: share held out.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures and picked ids as JSON.")
