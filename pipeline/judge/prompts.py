@@ -26,10 +26,14 @@ from pipeline.teachers.base import Request, SamplingParams
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 Kind = Literal["task", "pairwise"]
 
+REASON_CHARS = 400
+"""The reason is one sentence: held to it by the schema, a small judge that loops in its reason (the bundled
+135M model in float32 did, past 1,024 tokens) still ends its JSON with a verdict."""
+
 TASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reason": {"type": "string"},
+        "reason": {"type": "string", "maxLength": REASON_CHARS},
         "valid_instruction": {"type": "boolean"},
         "appropriate_input": {"type": "boolean"},
         "correct_output": {"type": "boolean"},
@@ -42,7 +46,10 @@ TASK_SCHEMA: dict[str, Any] = {
 
 PAIRWISE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "properties": {
+        "reason": {"type": "string", "maxLength": REASON_CHARS},
+        "winner": {"type": "string", "enum": ["A", "B", "tie"]},
+    },
     "required": ["reason", "winner"],
     "additionalProperties": False,
 }
