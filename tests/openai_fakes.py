@@ -194,3 +194,27 @@ def write_seeds(path: Path, texts: list[str]) -> Path:
     ]
     path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
     return path
+
+
+def judged_generate_yaml(tmp_path: Path, teacher_url: str, judge: dict) -> Path:
+    """gen.yaml for a 2-round `generate` against a fake teacher with `judge.enabled` and the judge `judge`."""
+    import yaml
+
+    config = {
+        "seeds": str(write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)),
+        "batch_size": 4,
+        "rounds": 2,
+        "decoding": {"constrained": "off"},
+        "teacher": {
+            "backend": "openai",
+            "model": "fake-teacher",
+            "base_urls": [teacher_url],
+            "api_key_env": "SI_FAKE_KEY",
+            "concurrency": 1,
+            "retry_base_s": 0.0,
+        },
+        "judge": {"enabled": True, "teacher": {"backend": "openai", **judge}},
+    }
+    path = tmp_path / "gen.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
 from judge_fakes import (
     FakeJudge,
@@ -25,7 +24,7 @@ from judge_fakes import (
     read_lines,
     verdict,
 )
-from openai_fakes import SilentServer, closed_port_url
+from openai_fakes import SilentServer, closed_port_url, judged_generate_yaml
 
 from pipeline.cli import main
 from pipeline.judge.prompts import CLIPPED
@@ -113,38 +112,21 @@ def test_without_a_cache_a_failed_batch_asks_no_answered_request_again(tmp_path,
 
 
 def test_generate_with_a_dead_judge_warns_once_and_keeps_generating(tmp_path, monkeypatch):
-    from openai_fakes import SEED_TEXTS, write_seeds
     from test_rounds import FakeTeacher  # the fake generation teacher
 
     monkeypatch.setenv("SI_FAKE_KEY", "k")
     teacher = FakeTeacher()
     threading.Thread(target=teacher.serve_forever, daemon=True).start()
     try:
-        config = {
-            "seeds": str(write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)),
-            "batch_size": 4,
-            "rounds": 2,
-            "decoding": {"constrained": "off"},
-            "teacher": {
-                "backend": "openai",
-                "model": "fake-teacher",
-                "base_urls": [teacher.url],
-                "api_key_env": "SI_FAKE_KEY",
-                "concurrency": 1,
-                "retry_base_s": 0.0,
+        path = judged_generate_yaml(
+            tmp_path,
+            teacher.url,
+            {
+                "model": "gone-judge",
+                "base_urls": [closed_port_url()],
+                "max_retries": 0,  # so that the old code, which had no pre-flight, also ends quickly
             },
-            "judge": {
-                "enabled": True,
-                "teacher": {
-                    "backend": "openai",
-                    "model": "gone-judge",
-                    "base_urls": [closed_port_url()],
-                    "max_retries": 0,  # so that the old code, which had no pre-flight, also ends quickly
-                },
-            },
-        }
-        path = tmp_path / "gen.yaml"
-        path.write_text(yaml.safe_dump(config))
+        )
         run = tmp_path / "run"
         result = CliRunner().invoke(main, ["generate", "--config", str(path), "--run-dir", str(run)])
         assert result.exit_code == 0, result.output

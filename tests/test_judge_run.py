@@ -227,7 +227,7 @@ def test_grown_run_scores_only_new_tasks_and_another_judge_rescores(tmp_path, mo
 
 
 def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
-    from openai_fakes import SEED_TEXTS, write_seeds
+    from openai_fakes import judged_generate_yaml
     from test_rounds import FakeTeacher  # the fake generation teacher
 
     monkeypatch.setenv("SI_FAKE_KEY", "k")
@@ -243,32 +243,11 @@ def test_generate_judges_each_round_as_it_commits(tmp_path, monkeypatch):
 
     judge = FakeJudge(answer)
     try:
-        seeds = write_seeds(tmp_path / "seeds.jsonl", SEED_TEXTS)
-        config = {
-            "seeds": str(seeds),
-            "batch_size": 4,
-            "rounds": 2,
-            "decoding": {"constrained": "off"},
-            "teacher": {
-                "backend": "openai",
-                "model": "fake-teacher",
-                "base_urls": [teacher.url],
-                "api_key_env": "SI_FAKE_KEY",
-                "concurrency": 1,
-                "retry_base_s": 0.0,
-            },
-            "judge": {
-                "enabled": True,
-                "teacher": {
-                    "backend": "openai",
-                    "model": "fake-judge",
-                    "base_urls": [judge.url],
-                    "api_key_env": "SI_FAKE_JUDGE_KEY",
-                },
-            },
-        }
-        path = tmp_path / "gen.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = judged_generate_yaml(
+            tmp_path,
+            teacher.url,
+            {"model": "fake-judge", "base_urls": [judge.url], "api_key_env": "SI_FAKE_JUDGE_KEY"},
+        )
         result = CliRunner().invoke(
             main, ["generate", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]
         )
