@@ -585,6 +585,48 @@ def test_out_of_order_answers_give_the_same_run_as_in_order_ones(
     assert set(teacher_server.calls_for("shuffled")) == set(teacher_server.calls_for("in-order"))
 
 
+GUESS_GAUGES = {"guessed_requests", "guesses_used", "replicas", "retries"}
+"""When rounds overlap, what was asked early and what was sent while a round was open (its replicas'
+attempts, retries) depend on arrival order; what the rounds decided and used does not."""
+
+
+def test_overlapping_rounds_decide_what_one_round_at_a_time_decides(
+    teacher_server, seeds_file, tmp_path, monkeypatch
+):
+    """The next round's opening is asked during this round's tail, on a guess; the run (tasks, ids,
+    rejections in file order, what each round used) is the one a round-at-a-time run makes, and the
+    guesses did serve real requests."""
+    monkeypatch.setenv("SI_FAKE_KEY", "one-at-a-time")
+    base = make_config(teacher_server, seeds_file, rounds=4, batch_size=8, overlap_rounds="off")
+    run_generation(base, tmp_path / "one-at-a-time")
+    expected = run_record(tmp_path / "one-at-a-time")
+    assert not any(
+        "guessed_requests" in row for row in RunDir(tmp_path / "one-at-a-time").read_state().rounds
+    )
+
+    teacher_server.shuffle = True
+    monkeypatch.setenv("SI_FAKE_KEY", "overlapped")
+    overlapped = with_concurrency(base.model_copy(update={"overlap_rounds": "on"}), 16)
+    run_generation(overlapped, tmp_path / "overlapped")
+    rows = RunDir(tmp_path / "overlapped").read_state().rounds
+    assert sum(row.get("guesses_used", 0) for row in rows) > 0, "no guessed request was used"
+    assert all(row.get("guesses_used", 0) <= row.get("guessed_requests", 0) for row in rows)
+
+    def decided(record: dict) -> dict:
+        return {
+            **record,
+            "rounds": [{k: v for k, v in r.items() if k not in GUESS_GAUGES} for r in record["rounds"]],
+        }
+
+    assert decided(run_record(tmp_path / "overlapped")) == decided(expected)
+    check_run(tmp_path / "overlapped", SEED_TEXTS)
+    # Every real request was asked once; the only extra ones are guesses no round used.
+    asked, real = teacher_server.calls_for("overlapped"), teacher_server.calls_for("one-at-a-time")
+    assert set(real) <= set(asked) and all(n == 1 for n in asked.values())
+    wasted = sum(row.get("guessed_requests", 0) - row.get("guesses_used", 0) for row in rows)
+    assert len(asked) - len(real) <= wasted
+
+
 def test_follow_ups_do_not_wait_for_the_slowest_reply(teacher_server, seeds_file, tmp_path, monkeypatch):
     """No stage barrier: while one instruction reply is held back, the classification requests built
     from the other replies are already sent (the held reply is released by their arrival)."""
@@ -676,10 +718,13 @@ def test_generate_prints_progress_lines_when_stdout_is_not_a_terminal(baseline, 
 
 
 # -- killed runs (a real `selfinstruct generate` process) -------------------------------------------------
-def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str = "self-instruct") -> Path:
+def write_cli_config(
+    path: Path, server: FakeTeacher, seeds: Path, method: str = "self-instruct", **changes: object
+) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
+                **{k: v for k, v in changes.items() if k != "concurrency"},
                 "method": method,
                 "seeds": str(seeds),
                 "batch_size": 4,
@@ -690,7 +735,7 @@ def write_cli_config(path: Path, server: FakeTeacher, seeds: Path, method: str =
                     "model": "fake-teacher",
                     "base_urls": [server.url],
                     "api_key_env": "SI_FAKE_KEY",
-                    "concurrency": 1,
+                    "concurrency": changes.get("concurrency", 1),
                     "retry_base_s": 0.0,
                 },
             }
@@ -762,6 +807,35 @@ def test_kill_at_a_named_point_then_resume(crash, method, baseline, teacher_serv
     calls = teacher_server.calls_for(key)
     assert max(calls.values()) == 1, "a resumed run repeated a teacher call"
     assert set(calls) == set(teacher_server.calls_for(f"base-{method}"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["round_start@2", "mid_teacher@2", "after_instances@2", "after_state@2"])
+def test_overlapping_rounds_killed_then_resumed_make_the_uninterrupted_run(
+    crash, baseline, teacher_server, seeds_file, tmp_path
+):
+    """Killed with the next round's guesses out (overlap on, 4 requests open at once), then resumed: the
+    run is the one rounds made one at a time without a kill; only answers in flight at the kill were lost."""
+    _, expected = baseline("self-instruct")
+    config = write_cli_config(
+        tmp_path / "overlap.yaml", teacher_server, seeds_file, overlap_rounds="on", concurrency=4
+    )
+    run_dir = tmp_path / "killed"
+    key = f"overlap-{crash}"
+    teacher_server.shuffle = True
+    proc = generate_cli(config, run_dir, key, crash=crash)
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr
+    finish(config, run_dir, key)
+    got = check_run(run_dir, SEED_TEXTS)
+    assert (got["ids"], got["instructions"], got["keys"]) == (
+        expected["ids"],
+        expected["instructions"],
+        expected["keys"],
+    )
+    calls = teacher_server.calls_for(key)
+    assert sum(n - 1 for n in calls.values()) <= 4
+    assert set(teacher_server.calls_for("base-self-instruct")) <= set(calls)
+    assert all(row.get("guesses_used", 0) <= row.get("guessed_requests", 0) for row in got["state"].rounds)
 
 
 @pytest.mark.slow

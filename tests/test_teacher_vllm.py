@@ -146,3 +146,26 @@ def test_requests_added_while_the_engine_runs_join_the_running_batch(vllm_teache
     for index, text in asked.items():
         [alone] = vllm_teacher.generate([Request(prompt=text, params=greedy)])
         assert alone.texts == got[index]
+
+
+def test_a_cancelled_request_leaves_the_engine_and_is_never_delivered(vllm_teacher, tmp_path):
+    """Cancelled from `deliver` while it runs (long, 400 tokens) and before it is sent: neither is
+    delivered, the call returns, the engine holds nothing afterwards, and through the cache too."""
+    short = SamplingParams(temperature=0.0, max_tokens=4)
+    long = SamplingParams(temperature=0.8, max_tokens=400, seed=3)
+    for teacher in (vllm_teacher, CachedTeacher(vllm_teacher, tmp_path / "cache")):
+        queue = RequestQueue(
+            [Request(prompt="1, 2, 3,", params=short), Request(prompt="Once upon a time", params=long)]
+        )
+        got: dict[int, int] = {}
+
+        def deliver(batch, queue=queue, got=got):
+            for index, completion in batch:
+                got[index] = completion.completion_tokens
+                if index == 0:
+                    [late] = queue.add([Request(prompt="Never sent:", params=short)])
+                    queue.cancel([1, late])
+
+        teacher.answer(queue, deliver)
+        assert sorted(got) == [0] and teacher.cancels
+        assert not vllm_teacher.llm.llm_engine.has_unfinished_requests()

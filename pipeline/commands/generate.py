@@ -351,7 +351,7 @@ class RichProgress(ProgressListener):
         self.progress.update(self.sub, info=describe_replicas(counts))
 
     def round_committed(self, row: dict[str, Any], state: RunState) -> None:
-        from pipeline.generate.protocol import task_rejection_count
+        from pipeline.generate.rounds import task_rejection_count
 
         self.candidates += row["candidates"]
         self.task_rejections += task_rejection_count(row)

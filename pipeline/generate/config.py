@@ -282,6 +282,14 @@ class GenerateConfig(BaseModel):
     )
     batch_size: int = Field(8, ge=1, description="instruction requests per round")
     seed: int = Field(42, description="the run's RNG seed; also derives every request's sampling seed")
+    overlap_rounds: Literal["auto", "on", "off"] = Field(
+        "auto",
+        exclude_if=lambda value: value == "auto",
+        description="ask the next round's opening during this round's tail, on a guess of what it keeps, "
+        "so the engine never drains between rounds; the run's results are the same either way, a wrong "
+        "guess costs teacher time only. auto: on with the in-process engine, off with HTTP servers; "
+        "always off while judge.enabled scores each round",
+    )
     num_prompt_instructions: int | None = Field(
         None, ge=1, description="tasks shown per prompt; None = 8 for self-instruct, 3 for alpaca"
     )
@@ -345,6 +353,8 @@ FREE_KEYS: tuple[str, ...] = (
     *RUN_LENGTH_KEYS,
     # judging scores kept tasks and never changes which tasks are kept
     "judge",
+    # overlapping rounds changes when requests are asked, never what is decided
+    "overlap_rounds",
     # how many texts the embedder takes at once
     "embedder.batch_size",
     # where and how fast the teacher runs; none of these changes a completion or its cache key

@@ -2,44 +2,40 @@
 or time. Recipes (`pipeline.generate.recipes`) decide what a round keeps; this module decides when
 rounds run and how they reach the disk.
 
-Each round commits as a unit (see `pipeline.run.rundir`): append kept tasks, append rejections,
-replace state.json (the commit point, with the RNG state), replace summary.json. Prompts come from
+Each round commits as a unit (`pipeline.generate.rounds`, which also runs the rounds, overlapping
+them with `overlap_rounds`). Prompts come from
 the run's RNG and each request carries a seed derived from (run seed, round, stage, place in the
 round), so a redone round asks the teacher exactly the same questions and the cache answers all of
 them. A run stops at the first of its bounds: `rounds` more rounds, `until` kept tasks, or its
 `time_budget` (the first round of an invocation always runs; a later one starts only if the budget
 still has room for about half a round, so the run ends near the budget on average, never mid-round).
 
-Crash points (test-only, injected as `crash_hook`, see `pipeline.generate.driver`): the round's own,
-then `before_append` (nothing appended), `after_tasks` (kept tasks appended, rejections not),
-`after_append` (both appended, state.json not replaced: the round is not committed), `after_state`
-(committed, summary.json not yet replaced).
+Crash points (test-only, injected as `crash_hook`): the round's own (`pipeline.generate.driver`),
+then the commit's (`pipeline.generate.rounds`).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import append_jsonl
 from pipeline.core.warncapture import PipelineWarning, capture_warnings
 from pipeline.core.yamlconfig import dump_config
 from pipeline.generate.config import FREE_KEYS, GenerateConfig
 from pipeline.generate.constrained import resolve_constrained
-from pipeline.generate.driver import CrashHook, drive_round, no_crash
+from pipeline.generate.driver import CrashHook, no_crash
 from pipeline.generate.progress import ProgressListener
 from pipeline.generate.prompts import Templates, load_templates
-from pipeline.generate.recipe import RoundResult, RunContext
+from pipeline.generate.recipe import RunContext
 from pipeline.generate.recipes import recipe_class
+from pipeline.generate.rounds import Rounds, write_summary
 from pipeline.quality.dedup import RougeIndex
 from pipeline.run.rundir import (
-    TASK_STAGES,
     RunDir,
     RunState,
     config_differences,
@@ -48,7 +44,7 @@ from pipeline.run.rundir import (
     rng_from_json,
     rng_to_json,
 )
-from pipeline.run.schemas import MachineTask, Rejection, SeedTask, TeacherIdentity
+from pipeline.run.schemas import MachineTask, SeedTask, TeacherIdentity
 from pipeline.run.seeds import load_seeds, resolve_seeds_path
 from pipeline.run.summary import RunSummary
 from pipeline.teachers.base import Teacher
@@ -98,6 +94,13 @@ class RunLength:
         self.stale = 0 if kept else self.stale + 1
         self.last_round_s = seconds
 
+    def predicts_stop(self, kept: int, kept_total: int, round_s: float) -> bool:
+        """Whether `stop` would end the run after the round now running, were it to end now keeping
+        `kept` (the run then at `kept_total`): the next round is not asked early for nothing."""
+        probe = replace(self)
+        probe.round_done(kept, round_s)
+        return probe.stop(kept_total)[0]
+
     def stop(self, kept_total: int) -> tuple[bool, str | None]:
         """(stop now?, why, when it is not simply the target reached)."""
         cfg = self.config
@@ -114,6 +117,16 @@ class RunLength:
         if cfg.rounds is None and cfg.until is None and cfg.time_budget is None and self.ran:
             return True, None
         return False, None
+
+
+def overlaps(config: GenerateConfig, judged: bool) -> bool:
+    """Whether this run's rounds overlap (`overlap_rounds`): "auto" means with the in-process engine,
+    whose idle batch slots a guess costs nothing but compute, and not with HTTP servers, whose time may
+    be shared or paid for. Never while a judge scores each round as it commits: it asks the same
+    teacher between rounds."""
+    if judged or config.overlap_rounds == "off":
+        return False
+    return config.overlap_rounds == "on" or config.teacher.backend == "vllm"
 
 
 def seed_word_limit(config: GenerateConfig) -> int | None:
@@ -151,52 +164,6 @@ def load_run_seeds(
             "num_prompt_instructions"
         )
     return path, shown
-
-
-def _rejection_row(rejections: list[Rejection]) -> tuple[dict[str, int], dict[str, int]]:
-    reasons: Counter[str] = Counter()
-    stages: Counter[str] = Counter()
-    for rej in rejections:
-        reasons.update(rej.reasons)
-        stages[rej.stage] += 1
-    return dict(reasons.most_common()), dict(stages.most_common())
-
-
-def _commit(
-    run: RunDir,
-    result: RoundResult,
-    state: RunState,
-    present: dict[str, set[str]],
-    round_no: int,
-    crash: CrashHook,
-) -> None:
-    """Append what is not on disk yet, then replace state.json: the round's commit point."""
-    crash("before_append", round_no)
-    append_jsonl(run.tasks_path, [t for t in result.tasks if t.id not in present["tasks"]])
-    crash("after_tasks", round_no)
-    append_jsonl(
-        run.rejected_path, [r for r in result.rejections if r.candidate.get("key") not in present["rejected"]]
-    )
-    crash("after_append", round_no)
-    run.write_state(state)
-    crash("after_state", round_no)
-
-
-def _reconcile_pending(
-    run: RunDir, state: RunState, result: RoundResult, pending: dict[str, dict[str, str]]
-) -> dict[str, set[str]]:
-    """Records of an uncommitted round already on disk: skip them if the redo made the same, else drop them."""
-    if not pending["tasks"] and not pending["rejected"]:
-        return {"tasks": set(), "rejected": set()}
-    redo_tasks = {t.id: t.instruction for t in result.tasks}
-    redo_rej = {str(r.candidate.get("key")): r.instruction for r in result.rejections}
-    same = all(redo_tasks.get(i) == text for i, text in pending["tasks"].items()) and all(
-        redo_rej.get(k) == text for k, text in pending["rejected"].items()
-    )
-    if same:
-        return {"tasks": set(pending["tasks"]), "rejected": set(pending["rejected"])}
-    run.drop_uncommitted(state.rounds_done)
-    return {"tasks": set(), "rejected": set()}
 
 
 @dataclass
@@ -410,7 +377,7 @@ def run_generation(
                     run.write_state(state)
                 ctx = _context(config, state, seeds, templates, committed, teacher, decided.applied, run.path)
                 progress.run_started(state, config, teacher.usage)
-                outcome.stopped, outcome.rounds_run = _loop(
+                rounds = Rounds(
                     ctx,
                     teacher,
                     run,
@@ -420,96 +387,15 @@ def run_generation(
                     progress,
                     crash_hook or no_crash,
                     after_commit,
+                    overlap=overlaps(config, after_commit is not None),
                 )
+                outcome.stopped, outcome.rounds_run = rounds.run()
             finally:
                 if own_teacher:
                     teacher.close()
         if on_warning is not None:
             for text in dict.fromkeys(str(w.message) for w in caught):
                 on_warning(text)
-        outcome.summary = _write_summary(run, state, config, seeds_path, len(seeds), teacher)
+        outcome.summary = write_summary(run, state, config, seeds_path, len(seeds), teacher)
         outcome.usage = teacher.usage.since(start_usage).as_dict()
         return outcome
-
-
-def _write_summary(
-    run: RunDir, state: RunState, config: GenerateConfig, seeds_path: Path, seeds_count: int, teacher: Teacher
-) -> RunSummary:
-    summary = RunSummary.from_state(
-        state,
-        method=config.method,
-        seeds_path=str(seeds_path),
-        seeds_count=seeds_count,
-        teacher=teacher.identity,
-    )
-    run.write_summary(summary)
-    return summary
-
-
-def _loop(
-    ctx: RunContext,
-    teacher: Teacher,
-    run: RunDir,
-    state: RunState,
-    pending: dict[str, dict[str, str]],
-    length: RunLength,
-    progress: ProgressListener,
-    crash: CrashHook,
-    after_commit: Callable[[RunState, Teacher], None] | None = None,
-) -> tuple[str | None, int]:
-    """Run rounds until the run length says stop; return (why it stopped, if not the target; rounds run)."""
-    recipe = recipe_class(ctx.config.method)
-    seeds_path = resolve_seeds_path(ctx.config.seeds)
-    while True:
-        stop, why = length.stop(state.kept_total)
-        if stop:
-            return why, length.ran
-        round_no = state.rounds_done + 1
-        # The first round of an invocation carries what came before it: the engine start, the set-up.
-        startup_s = time.monotonic() - length.started if length.ran == 0 else 0.0
-        progress.round_started(round_no)
-        before = teacher.usage.copy()
-        started = time.perf_counter()
-        result = drive_round(recipe(ctx, round_no), teacher, progress, crash)
-        present = _reconcile_pending(run, state, result, pending)
-        pending = {"tasks": {}, "rejected": {}}
-        row = _round_row(
-            round_no, result, teacher.usage.since(before).as_dict(), time.perf_counter() - started, startup_s
-        )
-        state.rounds.append(row)
-        state.rounds_done = round_no
-        state.kept_total += len(result.tasks)
-        state.rng_state = rng_to_json(ctx.rng)
-        state.teacher = teacher.identity
-        cache = _cache_of(teacher)
-        state.cache_entries_counted = len(cache) if cache is not None else None
-        _commit(run, result, state, present, round_no, crash)
-        ctx.pool.extend(result.tasks)
-        length.round_done(len(result.tasks), row["wall_s"])
-        _write_summary(run, state, ctx.config, seeds_path, len(ctx.seeds), teacher)
-        progress.round_committed(row, state)
-        if after_commit is not None:
-            after_commit(state, teacher)
-
-
-def _round_row(
-    round_no: int, result: RoundResult, usage: dict[str, Any], wall_s: float, startup_s: float = 0.0
-) -> dict[str, Any]:
-    """A round's line in state.json and summary.json."""
-    rejected, by_stage = _rejection_row(result.rejections)
-    return {
-        "round": round_no,
-        **usage,
-        "candidates": result.candidate_count,
-        "kept": len(result.tasks),
-        "rejected": rejected,
-        "rejected_by_stage": by_stage,
-        "classification": dict(result.labels),
-        "wall_s": round(wall_s, 3),
-        "startup_s": round(startup_s, 3),
-    }
-
-
-def task_rejection_count(row: dict[str, Any]) -> int:
-    """Whole candidates rejected in a round (parse problems and dropped instances are not candidates)."""
-    return sum(int(row.get("rejected_by_stage", {}).get(stage, 0)) for stage in TASK_STAGES)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from pipeline.generate.classify import Label
@@ -26,6 +27,7 @@ from pipeline.generate.parsing import ParseProblem
 from pipeline.generate.prompts import Templates
 from pipeline.quality.dedup import DedupResult, RougeIndex
 from pipeline.quality.filters import check_instruction, filter_instances
+from pipeline.run.rundir import TASK_STAGES
 from pipeline.run.schemas import Instance, MachineTask, Rejection, SeedTask, TeacherIdentity
 from pipeline.teachers.base import Completion, Request
 
@@ -135,6 +137,9 @@ class Recipe(ABC):
     """
 
     method: str = ""
+    reads_pool: bool = True
+    """Whether `opening` reads `ctx.pool` (which this round's decisions extend); False for methods that
+    draw from the seeds alone (alpaca, magpie), whose next opening is known before a round closes."""
 
     def __init__(self, ctx: RunContext, round_no: int):
         self.ctx = ctx
@@ -142,6 +147,7 @@ class Recipe(ABC):
         self.round_no = round_no
         self.candidates: list[Candidate] = []
         self.rejections = RejectionLog()
+        self.settled: set[tuple[int, int]] = set()  # positions of candidates rejected as a whole
 
     @classmethod  # noqa: B027 - an optional hook: most methods can run any config
     def check(cls, config: GenerateConfig, seeds: list[SeedTask]) -> None:
@@ -162,6 +168,41 @@ class Recipe(ABC):
         tasks = self._final_offer([c for c in ordered if c.ready])
         labels: Counter[str] = Counter(c.label.value for c in ordered if c.label is not None)
         return RoundResult(tasks, self.rejections.ordered(), len(self.candidates), labels)
+
+    def waiting(self) -> int:
+        """Candidates neither ready nor rejected: those still waiting on a reply."""
+        return sum(1 for c in self.candidates if not c.ready and c.position not in self.settled)
+
+    def hoped(self, most_waiting: int) -> list[list[MachineTask]] | None:
+        """What `close` would keep under each outcome of the candidates still waiting on a reply (each
+        passes its remaining stages or not), most likely first, for asking the next round early
+        (`pipeline.generate.overlap`); None while more than `most_waiting` wait. The final offer is
+        replayed on a scratch index and the kept numbered as `close` numbers them; instances not in yet
+        are empty. The likelihood of passing is this round's own share so far."""
+        from pipeline.generate.overlap import would_keep
+
+        ordered = sorted(self.candidates, key=lambda c: c.position)
+        waiting = [c for c in ordered if not c.ready and c.position not in self.settled]
+        if len(waiting) > most_waiting:
+            return None
+        ready = sum(c.ready for c in ordered)
+        share = (ready + 1) / (ready + len(self.settled) + 2)  # Laplace: never 0 or 1
+        outcomes: dict[tuple[str, ...], tuple[float, list[Candidate]]] = {}
+        for passes in product((True, False), repeat=len(waiting)):
+            passing = {c.position for c, ok in zip(waiting, passes, strict=True) if ok}
+            hopeful = [c for c in ordered if c.ready or c.position in passing]
+            kept = [
+                c
+                for c, keep in zip(
+                    hopeful, would_keep(self.ctx.index, [c.instruction for c in hopeful]), strict=True
+                )
+                if keep
+            ]
+            odds = share ** len(passing) * (1 - share) ** (len(waiting) - len(passing))
+            key = tuple(c.key for c in kept)
+            outcomes[key] = (outcomes.get(key, (0.0, kept))[0] + odds, kept)
+        ranked = sorted(outcomes.values(), key=lambda o: -o[0])
+        return [[self._task(c, n, {}, 0.0, 0.0) for n, c in enumerate(kept)] for _, kept in ranked]
 
     # -- building blocks ---------------------------------------------------------------------------
     def held(self, fmt: ReplyFormat) -> dict[str, Any]:
@@ -186,6 +227,8 @@ class Recipe(ABC):
         instruction: str,
         **details: Any,
     ) -> None:
+        if stage in TASK_STAGES:
+            self.settled.add(position)
         rejection = Rejection(
             round=self.round_no,
             stage=stage,
@@ -345,20 +388,24 @@ class Recipe(ABC):
             if not verdict.kept:
                 self._dedup_reject(Phase.OFFER, cand, verdict)
                 continue
-            tasks.append(
-                MachineTask(
-                    id=f"r{self.round_no:04d}-{len(tasks):04d}",
-                    instruction=cand.instruction,
-                    instances=cand.instances,
-                    is_classification=cand.label is Label.YES,
-                    round=self.round_no,
-                    method=self.config.method,
-                    teacher=self.ctx.teacher,
-                    prompt_ids=cand.prompt_ids,
-                    most_similar=verdict.most_similar,
-                    avg_similarity=verdict.avg_similarity,
-                    created_at=now,
-                    **cand.extra,
-                )
-            )
+            tasks.append(self._task(cand, len(tasks), verdict.most_similar, verdict.avg_similarity, now))
         return tasks
+
+    def _task(
+        self, cand: Candidate, number: int, most_similar: dict[str, float], avg_similarity: float, now: float
+    ) -> MachineTask:
+        """The kept task a candidate becomes, numbered in the round's kept order."""
+        return MachineTask(
+            id=f"r{self.round_no:04d}-{number:04d}",
+            instruction=cand.instruction,
+            instances=cand.instances,
+            is_classification=cand.label is Label.YES,
+            round=self.round_no,
+            method=self.config.method,
+            teacher=self.ctx.teacher,
+            prompt_ids=cand.prompt_ids,
+            most_similar=most_similar,
+            avg_similarity=avg_similarity,
+            created_at=now,
+            **cand.extra,
+        )

@@ -94,6 +94,18 @@ class RoundRow(TeacherUsage):
         description="the first round of an invocation: seconds from the command's start to the round's "
         "(engine start, seeds, ROUGE-L index); 0 for the other rounds and for runs from before the field",
     )
+    guessed_requests: NonNegativeInt = Field(
+        0,
+        exclude_if=lambda value: value == 0,
+        description="overlapping rounds: requests of this round's opening asked during the previous "
+        "round's tail, on a guess of its kept tasks (written only when not 0)",
+    )
+    guesses_used: NonNegativeInt = Field(
+        0,
+        exclude_if=lambda value: value == 0,
+        description="how many of those the round's real opening asked too, and so used; the rest were "
+        "teacher time spent on a wrong guess",
+    )
 
 
 class Totals(TeacherUsage):

@@ -136,11 +136,15 @@ Otherwise it returns None when done, and may block meanwhile (the cache writes t
 
 class RequestQueue:
     """The requests of one `answer` call, numbered in the order they were added; more may be added
-    while it runs (from `deliver`, which backends call on their own thread, between sends)."""
+    while it runs (from `deliver`, which backends call on their own thread, between sends). A request
+    may be cancelled (`cancel`): a backend that `cancels` stops work on it and never delivers it; any
+    other answers it as usual."""
 
     def __init__(self, requests: Iterable[Request] = ()):
         self._requests: list[Request] = []
         self._taken = 0
+        self.cancelled: set[int] = set()
+        self._news: list[int] = []  # cancelled since the backend last looked
         self.add(requests)
 
     def __len__(self) -> int:
@@ -153,9 +157,22 @@ class RequestQueue:
         return range(start, len(self._requests))
 
     def take(self) -> list[tuple[int, Request]]:
-        """The requests added since the last `take`, with their indices: what a backend sends next."""
+        """The requests added since the last `take`, with their indices: what a backend sends next
+        (a request cancelled before it was taken is not handed out)."""
         start, self._taken = self._taken, len(self._requests)
-        return list(enumerate(self._requests[start:], start=start))
+        new = enumerate(self._requests[start:], start=start)
+        return [(i, r) for i, r in new if i not in self.cancelled]
+
+    def cancel(self, indices: Iterable[int]) -> None:
+        """Nobody wants these answers any more."""
+        fresh = [i for i in indices if i not in self.cancelled]
+        self.cancelled.update(fresh)
+        self._news.extend(fresh)
+
+    def take_cancelled(self) -> list[int]:
+        """Indices cancelled since the last call (for a backend that stops work on them)."""
+        news, self._news = self._news, []
+        return news
 
 
 PROBE_PROMPT = "Name a colour."
@@ -173,6 +190,15 @@ class Teacher(ABC):
     """
 
     structured_outputs: bool | None = None
+
+    cancels: bool = False
+    """True for backends that stop work on a cancelled request (`RequestQueue.cancel`) and never
+    deliver it; the others answer it anyway."""
+
+    capacity: int | None = None
+    """The most requests the backend works on at once (an engine's sequences per step, an HTTP
+    teacher's open requests), when known: requests beyond it wait. Guessed requests of the next round
+    are only sent into room below it (`pipeline.generate.overlap`)."""
 
     awaits_delivery: bool = False
     """True for backends that run an event loop and await what `deliver` returns (never blocking in it)."""
@@ -230,8 +256,8 @@ class Teacher(ABC):
             self.stream(queue, record)
         finally:
             self._usage.seconds += time.perf_counter() - started
-        if len(delivered) != len(queue):
-            missing = sorted(set(range(len(queue))) - delivered)
+        missing = sorted(set(range(len(queue))) - delivered - queue.cancelled)
+        if missing:
             raise RuntimeError(f"{type(self).__name__} returned no completion for requests {missing[:10]}")
 
     @abstractmethod

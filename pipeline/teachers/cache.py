@@ -210,6 +210,14 @@ class CachedTeacher(Teacher):
         self.cache = CompletionCache(cache_dir)
         self.structured_outputs = teacher.structured_outputs
 
+    @property
+    def capacity(self) -> int | None:  # type: ignore[override]
+        return self.inner.capacity
+
+    @property
+    def cancels(self) -> bool:  # type: ignore[override]
+        return self.inner.cancels
+
     def probe_structured(self, *, chat: bool) -> str | None:
         """Asked of the teacher itself: a capability test is not an answer to keep."""
         return self.inner.probe_structured(chat=chat)
@@ -220,8 +228,12 @@ class CachedTeacher(Teacher):
         keys: list[str] = []  # miss index -> cache key
         seen: dict[str, int] = defaultdict(int)
 
+        miss_of: dict[int, int] = {}  # index in `queue` -> miss index
+
         def route() -> None:
-            """Answer new requests from the cache, pass the rest on; hits may add more, so loop."""
+            """Answer new requests from the cache, pass the rest on; hits may add more, so loop.
+            Cancellations are passed on too."""
+            misses.cancel(miss_of[i] for i in queue.take_cancelled() if i in miss_of)
             while new := queue.take():
                 hits: list[tuple[int, Completion]] = []
                 for index, request in new:
@@ -229,7 +241,7 @@ class CachedTeacher(Teacher):
                     found = self.cache.get(key, seen[key])
                     seen[key] += 1
                     if found is None:
-                        misses.add([request])
+                        miss_of[index] = misses.add([request]).start
                         outer_index.append(index)
                         keys.append(key)
                     else:

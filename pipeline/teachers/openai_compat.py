@@ -145,6 +145,11 @@ class OpenAITeacher(Teacher):
         self._finalizer: weakref.finalize | None = None
         self._failed_in_a_row = 0  # attempts, of any requests, that failed on the server's side
 
+    @property
+    def capacity(self) -> int | None:  # type: ignore[override]
+        """Every replica at its concurrency limit: the most requests this client keeps open."""
+        return self.config.concurrency * len(self.router.replicas)
+
     def stream(self, queue: RequestQueue, deliver: Deliver) -> None:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()

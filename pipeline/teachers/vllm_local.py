@@ -107,6 +107,7 @@ class VLLMTeacher(Teacher):
     """In-process vLLM. The engine loads on first use, so a run answered wholly from cache never loads it."""
 
     structured_outputs = True
+    cancels = True
 
     def __init__(
         self,
@@ -129,6 +130,13 @@ class VLLMTeacher(Teacher):
         """Wall seconds the engine had requests to work on (`bench/generate.py` derives its idle share)."""
 
     @property
+    def capacity(self) -> int | None:  # type: ignore[override]
+        """The engine's sequences per step (its scheduler's max_num_seqs), once it is loaded."""
+        if self._llm is None:
+            return self.config.engine.max_num_seqs
+        return int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+
+    @property
     def llm(self) -> vllm.LLM:
         if self._llm is None:
             self._llm = build_llm(self.config.model, self.config.engine, log=self.log, machine=self.machine)
@@ -142,7 +150,9 @@ class VLLMTeacher(Teacher):
         busy_since: float | None = None
         try:
             while True:
-                # Requests `deliver` added join the running batch before the next step.
+                # Requests `deliver` added join the running batch before the next step; cancelled
+                # ones leave it.
+                self._drop(engine, queue.take_cancelled(), index_of, internal_of)
                 self._enqueue(llm, queue.take(), index_of, internal_of)
                 if not engine.has_unfinished_requests():
                     break
@@ -162,6 +172,19 @@ class VLLMTeacher(Teacher):
             if internal_of:
                 # Interrupted: drop what is still queued so the next batch starts clean.
                 engine.abort_request(list(internal_of.values()), internal=True)
+
+    @staticmethod
+    def _drop(engine: Any, cancelled: list[int], index_of: dict, internal_of: dict) -> None:
+        """Abort cancelled requests that are in the engine (one not taken yet never gets there)."""
+        if not cancelled:
+            return
+        gone = set(cancelled)
+        external = [e for e, i in index_of.items() if i in gone]
+        internal = [internal_of.pop(e) for e in external if e in internal_of]
+        for e in external:
+            del index_of[e]
+        if internal:
+            engine.abort_request(internal, internal=True)
 
     def _enqueue(
         self, llm: vllm.LLM, new: list[tuple[int, Request]], index_of: dict, internal_of: dict

@@ -14,6 +14,7 @@ from pipeline.teachers.base import Completion
 
 class Alpaca(Recipe):
     method = "alpaca"
+    reads_pool = False  # prompts show seed tasks only
 
     def opening(self) -> list[Ask]:
         cfg = self.config

@@ -118,6 +118,7 @@ def reply_reasons(
 
 class Magpie(Recipe):
     method = "magpie"
+    reads_pool = False  # every conversation starts from the template alone
 
     @classmethod
     def check(cls, config: GenerateConfig, seeds: list[SeedTask]) -> None:
