@@ -109,6 +109,13 @@ if TYPE_CHECKING:
     default=None,
     help="Hold replies to the recipe's layout (decoding.constrained): auto where the backend can, on, off.",
 )
+@click.option(
+    "--overlap",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="Ask the next round's prompts during this round's last replies, on a guess (overlap_rounds): "
+    "auto on a GPU engine only; the results are the same either way.",
+)
 @click.option("--no-cache", is_flag=True, help="Do not use the teacher cache (a resume then pays again).")
 @click.option(
     "--dry-run",
@@ -145,6 +152,7 @@ def generate(
     batch_size: int | None,
     seed: int | None,
     constrained: str | None,
+    overlap: str | None,
     no_cache: bool,
     dry_run: bool,
     force: bool,
@@ -182,6 +190,7 @@ def generate(
         "seed": seed,
         "teacher.cache": False if no_cache else None,
         "decoding.constrained": constrained,
+        "overlap_rounds": overlap,
     }
     config = load_config(config_path, GenerateConfig, overrides)
     check_output_dir(run_dir, "--run-dir")

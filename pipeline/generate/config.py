@@ -287,8 +287,8 @@ class GenerateConfig(BaseModel):
         exclude_if=lambda value: value == "auto",
         description="ask the next round's opening during this round's tail, on a guess of what it keeps, "
         "so the engine never drains between rounds; the run's results are the same either way, a wrong "
-        "guess costs teacher time only. auto: on with the in-process engine, off with HTTP servers; "
-        "always off while judge.enabled scores each round",
+        "guess costs teacher time only. auto: on with the in-process engine on a GPU; off on a CPU, where "
+        "it measured no faster, and with HTTP servers; always off while judge.enabled scores each round",
     )
     num_prompt_instructions: int | None = Field(
         None, ge=1, description="tasks shown per prompt; None = 8 for self-instruct, 3 for alpaca"

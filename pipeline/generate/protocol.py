@@ -120,13 +120,18 @@ class RunLength:
 
 
 def overlaps(config: GenerateConfig, judged: bool) -> bool:
-    """Whether this run's rounds overlap (`overlap_rounds`): "auto" means with the in-process engine,
-    whose idle batch slots a guess costs nothing but compute, and not with HTTP servers, whose time may
-    be shared or paid for. Never while a judge scores each round as it commits: it asks the same
-    teacher between rounds."""
+    """Whether this run's rounds overlap (`overlap_rounds`). "auto" means with the in-process engine on
+    a GPU, where the batch slots a guess fills would otherwise sit idle; not on a CPU, where a step costs
+    about as much more as the sequences it adds and overlapping measured no faster (`bench/generate.py`),
+    and not with HTTP servers, whose time may be shared or paid for. Never while a judge scores each
+    round as it commits: it asks the same teacher between rounds."""
     if judged or config.overlap_rounds == "off":
         return False
-    return config.overlap_rounds == "on" or config.teacher.backend == "vllm"
+    if config.overlap_rounds == "on":
+        return True
+    from pipeline.teachers.engine import has_cuda
+
+    return config.teacher.backend == "vllm" and has_cuda()
 
 
 def seed_word_limit(config: GenerateConfig) -> int | None:
