@@ -103,7 +103,7 @@ def _rounds(engine, config, overlap: str) -> tuple[dict, list[Request]]:
         "rounds_tokens_per_s": round(used / wall, 1),
         "kept": kept,
         "kept_per_min": round(60 * kept / wall, 1),
-        "idle_share": round(1 - (engine.engine_busy_s - busy_before) / wall, 3),
+        "idle_share": round(max(0.0, 1 - (engine.engine_busy_s - busy_before) / wall), 3),
         "tasks": tasks,
     }, teacher.sent
 
