@@ -16,6 +16,7 @@ replaced: the round is not committed), `after_state` (committed, summary.json no
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -136,15 +137,10 @@ def write_summary(
 def round_usage(used: Usage, spent: Usage, wall_s: float) -> Usage:
     """A round's teacher figures: the answers it used (its own requests and the guesses it took), over
     its wall time; retries and per-replica counts are those of everything sent while it was open."""
-    return Usage(
-        requests=used.requests,
-        cache_hits=used.cache_hits,
-        prompt_tokens=used.prompt_tokens,
-        completion_tokens=used.completion_tokens,
+    return dataclasses.replace(
+        used,
         seconds=wall_s,
         retries=spent.retries,
-        earlier_prompt_tokens=used.earlier_prompt_tokens,
-        earlier_completion_tokens=used.earlier_completion_tokens,
         price_per_1k_prompt_tokens=spent.price_per_1k_prompt_tokens,
         price_per_1k_completion_tokens=spent.price_per_1k_completion_tokens,
         replicas=spent.replicas,
