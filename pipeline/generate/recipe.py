@@ -357,6 +357,8 @@ class Recipe(ABC):
                     prompt_ids=cand.prompt_ids,
                     most_similar=verdict.most_similar,
                     avg_similarity=verdict.avg_similarity,
+                    avg_similarity_se=verdict.avg_similarity_se,
+                    avg_similarity_sample=verdict.avg_similarity_sample,
                     created_at=now,
                     **cand.extra,
                 )
