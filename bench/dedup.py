@@ -13,19 +13,27 @@ Timings on a shared machine are noisy; the ratio is measured within one run.
 With `--size N` (e.g. 300000) it measures growth instead: a corpus of the 52K lines plus
 paraphrase-like variants of them (`variants`: a few words swapped, dropped or inserted, so
 near-duplicates stay realistic), shuffled with a fixed seed; on its first 52K, 100K and N lines (one
-distribution at every size; each in a child
-process, so its peak memory is its own `ru_maxrss`), the time and peak memory of the decisions, and of
-the decisions with the similarity statistics where they fit (`--stats-up-to`); then the growth
-exponent of the decisions' time (a log-log fit) against the 52K run measured here, and the targets
-(N = 300K decisions in <= 60 s and < 4 GiB).
+distribution at every size; each run in a child process, so its peak memory is its own `ru_maxrss`):
+  - the baseline, the same greedy decisions with every pair scored (rapidfuzz `cdist`, one core), on
+    the 52K lines: decisions and max scores must hash the same as ours; at larger sizes its time is
+    its measured rate times the pairs there;
+  - the time and peak memory of our decisions, and of the decisions with the similarity statistics
+    (top-10 and mean, the mean on a seeded sample past `dedup.stats_sample` entries), with the ratio
+    against the baseline;
+  - at 52K, the exact statistics (every pair), and how far the sampled means are from them in standard
+    errors;
+  - the growth exponents (log-log between 52K and N) and the targets (N = 300K decisions in <= 60 s
+    and < 4 GiB).
+The CPU capability heads the printout.
 
 usage: python bench/dedup.py [--lines 2000] [--cpus N] [--no-stats-52k]
-       python bench/dedup.py --size 300000 [--stats-up-to 52000] [--seed 0]
+       python bench/dedup.py --size 300000 [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -34,6 +42,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from multiprocessing import Pool
@@ -45,13 +54,12 @@ from rouge_score import rouge_scorer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.quality.config import STATS_SAMPLE  # noqa: E402
 from pipeline.quality.dedup import DedupConfig, RougeIndex  # noqa: E402
 from pipeline.quality.rouge import Vocabulary, fmeasure_array, lcs_matrix, tokenize  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "bench" / "instructions_52k.jsonl"
 THRESHOLD = 0.7
-SAMPLED_LINES = 300  # kept lines whose mean similarity the sampled estimate gives
-SAMPLE_SIZE = 2000  # index entries it scores them against
 
 
 def load(path: Path) -> list[str]:
@@ -119,113 +127,130 @@ def variants(texts: list[str], size: int, seed: int) -> list[str]:
     return out[:size]
 
 
-def sampled_means(kept: list[str], lines: int, sample: int, seed: int) -> list[tuple[int, float, float]]:
-    """Each of `lines` seeded kept lines' mean ROUGE-L against the lines kept before it, estimated on a
-    seeded sample of `sample` of those (drawn for each line on its own, so the lines' errors are
-    independent): (position, estimate, standard error with the finite-population correction).
-    O(N + lines x sample) instead of O(kept^2)."""
-    rng = random.Random(seed)
+def cpu_capability() -> str:
+    """The vector instructions numpy and rapidfuzz can use here, from /proc/cpuinfo (importing torch for
+    `get_cpu_capability` would cost more than some of the runs it labels)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(
+        next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    )
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    best = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "DEFAULT"
+    marks = ", ".join(
+        f"{flag} {'yes' if flag in flags else 'no'}"
+        for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    )
+    return f"{best} ({model}; {marks}; {os.cpu_count()} cores)"
+
+
+def brute_force(texts: list[str]) -> tuple[list[bool], list[float], int]:
+    """The same greedy decisions with every pair scored: each line against every line kept before it in
+    one rapidfuzz `cdist` (C, bit-parallel LCS; what the originals do in Python), no bounds."""
     vocab = Vocabulary()
-    codes = [vocab.encode(tokenize(text)) for text in kept]
-    lens = np.array([len(c) for c in codes], dtype=np.int64)
-    out = []
-    for p in sorted(rng.sample(range(2, len(kept)), min(lines, len(kept) - 2))):
-        k = min(sample, p)
-        pool = rng.sample(range(p), k)
-        scores = fmeasure_array(
-            lcs_matrix([codes[p]], [codes[j] for j in pool])[0], len(codes[p]), lens[pool]
-        )
-        se = float(scores.std(ddof=1)) / math.sqrt(k) * math.sqrt(max(0.0, 1 - k / p))
-        out.append((p, float(scores.mean()), se))
-    return out
+    codes = [vocab.encode(tokenize(text)) for text in texts]
+    kept_codes: list[str] = []
+    kept_lens: list[int] = []
+    kept, best_scores, pairs = [], [], 0
+    for code in codes:
+        best = 0.0
+        if kept_codes:
+            lcs = lcs_matrix([code], kept_codes, workers=1)[0]
+            best = float(fmeasure_array(lcs, len(code), np.array(kept_lens)).max())
+            pairs += len(kept_codes)
+        best_scores.append(best)
+        kept.append(not best > THRESHOLD)
+        if kept[-1]:
+            kept_codes.append(code)
+            kept_lens.append(len(code))
+    return kept, best_scores, pairs
+
+
+def digest(kept: list[bool], best: list[float]) -> str:
+    """One hash of the keep/drop decisions and of the rejected lines' max scores (bit for bit)."""
+    rejected = np.array([score for k, score in zip(kept, best, strict=True) if not k], dtype=np.float64)
+    return hashlib.sha256(np.packbits(kept).tobytes() + rejected.tobytes()).hexdigest()[:16]
 
 
 def measure_one(args: argparse.Namespace) -> int:
-    """Child process: decide (and with --stats describe) the first `--measure` lines of the corpus;
-    then the sampled mean-similarity estimate (its time), checked against the exact means with --stats."""
+    """Child process (its peak memory is its own): one `--mode` on the first `--measure` lines."""
     corpus = variants(load(args.data), max(args.size or 0, args.measure), args.seed)[: args.measure]
-    seconds, index, results = ours(corpus, stats=args.with_stats)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    row = {"lines": len(corpus), "kept": len(index), "seconds": seconds, "peak_bytes": peak}
-    row["pairs_described"] = index.stats["pairs_described"]
     start = time.perf_counter()
-    estimates = sampled_means(index.texts, SAMPLED_LINES, SAMPLE_SIZE, args.seed)
-    row["sampled_s"] = time.perf_counter() - start
-    row["sampled_mean"] = statistics.fmean(e for _, e, _ in estimates)
-    row["sampled_mean_se"] = math.sqrt(sum(se * se for _, _, se in estimates)) / len(estimates)
-    if args.with_stats:
-        exact = [r.avg_similarity for r in results if r.kept]
-        within = [abs(e - exact[p]) <= 2 * se + 1e-12 for p, e, se in estimates]
-        row["sampled_within_2se"] = sum(within) / len(within)
-        row["sampled_abs_error"] = statistics.fmean(abs(e - exact[p]) for p, e, _ in estimates)
-        row["exact_mean"] = statistics.fmean(exact[p] for p, _, _ in estimates)
+    if args.mode == "brute":
+        kept, best, pairs = brute_force(corpus)
+        row = {"pairs": pairs, "kept": sum(kept)}
+    else:
+        sample = 10**12 if args.mode == "exact" else STATS_SAMPLE
+        config = DedupConfig(threshold=THRESHOLD, similarity_stats=args.mode != "decide", stats_sample=sample)
+        index = RougeIndex(config)
+        results = index.offer_many(corpus)
+        kept, best = [r.kept for r in results], [r.max_score for r in results]
+        s = index.stats
+        row = {"pairs": s["pairs_scored"] + s["pairs_pruned"], "kept": len(index)}
+        row |= {"pairs_scored": s["pairs_scored"], "pairs_described": s["pairs_described"]}
+        if args.mode != "decide":
+            means = [(r.avg_similarity, r.avg_similarity_se or 0.0) for r in results if r.kept]
+            np.save(args.save, np.array(means))
+            row["sampled"] = sum(1 for r in results if r.kept and r.avg_similarity_sample)
+    row |= {"seconds": time.perf_counter() - start, "digest": digest(kept, best)}
+    row["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(row))
     return 0
 
 
+def child(args: argparse.Namespace, size: int, mode: str, save: Path) -> dict:
+    command = [sys.executable, __file__, "--data", str(args.data), "--measure", str(size), "--mode", mode]
+    command += ["--size", str(args.size), "--seed", str(args.seed), "--save", str(save)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1]) | {"lines": size, "mode": mode}
+
+
+def exponent(rows: list[dict]) -> float:
+    """Slope of log(time) against log(lines) between the smallest and the largest size."""
+    return math.log(rows[-1]["seconds"] / rows[0]["seconds"]) / math.log(rows[-1]["lines"] / rows[0]["lines"])
+
+
 def growth(args: argparse.Namespace) -> int:
-    """The decisions (and the statistics, where they fit) at 52K, 100K and `--size` lines."""
+    """Decisions, and decisions with the similarity statistics, at 52K, 100K and `--size` lines; the
+    brute-force baseline (every pair scored) measured on the 52K lines of the same run."""
     sizes = sorted({52_000, 100_000, args.size} - {s for s in (100_000,) if s >= args.size})
     print(
         f"corpus: {args.data} plus paraphrase-like variants (seed {args.seed}) up to {args.size:,} lines; "
-        f"machine: {os.cpu_count()} cores; threshold {THRESHOLD}"
+        f"threshold {THRESHOLD}; CPU capability: {cpu_capability()}"
     )
-    rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
+    base = child(args, sizes[0], "brute", scratch / "brute.npy")
+    rate = base["seconds"] / base["pairs"]
+    print(
+        f"  baseline, every pair scored (rapidfuzz cdist, one core), {sizes[0]:,} lines: {base['seconds']:.2f} s, "
+        f"{base['pairs']:,} pairs ({rate * 1e9:.1f} ns a pair), kept {base['kept']:,}",
+        flush=True,
+    )
+    decided, described = [], []
     for size in sizes:
-        for stats in (False, True):
-            if stats and size > args.stats_up_to:
-                continue
-            command = [sys.executable, __file__, "--data", str(args.data), "--measure", str(size)]
-            command += ["--size", str(args.size)]
-            command += ["--seed", str(args.seed)] + (["--with-stats"] if stats else [])
-            child = subprocess.run(command, capture_output=True, text=True, check=True)
-            row = json.loads(child.stdout.strip().splitlines()[-1]) | {"stats": stats}
+        for mode, rows in (("decide", decided), ("stats", described)):
+            row = child(args, size, mode, scratch / f"{mode}-{size}.npy")
             rows.append(row)
-            what = "decisions + similarity stats" if stats else "decisions"
+            if size == sizes[0]:
+                assert row["digest"] == base["digest"], "decisions or max scores differ from the baseline"
+            brute_s = rate * row["pairs"]
+            vs = f"{brute_s / row['seconds']:6.1f}x the baseline ({'measured' if size == sizes[0] else 'its rate x pairs'}: {brute_s:,.0f} s)"
+            what = "decisions" if mode == "decide" else f"decisions + stats (sample past {STATS_SAMPLE:,})"
             print(
-                f"  {size:>8,} lines, {what:28}: {row['seconds']:7.2f} s, peak {row['peak_bytes'] / 2**30:5.2f} GiB, "
-                f"kept {row['kept']:,}",
+                f"  {size:>8,} lines, {what:38}: {row['seconds']:7.2f} s, peak {row['peak_bytes'] / 2**30:5.2f} GiB, "
+                f"kept {row['kept']:,}; {vs}",
                 flush=True,
             )
-            if not stats:
-                print(
-                    f"  {'':>8}  sampled mean similarity ({SAMPLED_LINES} kept lines x {SAMPLE_SIZE} entries, "
-                    f"seed {args.seed}): {row['sampled_mean']:.4f} +- {row['sampled_mean_se']:.4f} (SE) in "
-                    f"{row['sampled_s']:.2f} s",
-                    flush=True,
-                )
-            else:
-                print(
-                    f"  {'':>8}  exact: {row['pairs_described']:,} pairs; the sampled estimate of the same lines' "
-                    f"means: mean |error| {row['sampled_abs_error']:.4f}, {row['sampled_within_2se']:.0%} within "
-                    f"2 SE (exact {row['exact_mean']:.4f}, sampled {row['sampled_mean']:.4f})",
-                    flush=True,
-                )
-    decided = [r for r in rows if not r["stats"]]
-    base, last = decided[0], decided[-1]
-    exponent = math.log(last["seconds"] / base["seconds"]) / math.log(last["lines"] / base["lines"])
+    sampled_check(args, sizes[0], scratch)
     print(
-        f"growth of the decisions' time, {base['lines']:,} -> {last['lines']:,} lines: exponent {exponent:.2f} "
-        f"({last['seconds'] / base['seconds']:.2f}x the time of the 52K baseline for "
-        f"{last['lines'] / base['lines']:.2f}x the lines)"
+        f"growth, {sizes[0]:,} -> {sizes[-1]:,} lines ({sizes[-1] / sizes[0]:.2f}x): decisions exponent "
+        f"{exponent(decided):.2f} ({decided[-1]['seconds'] / decided[0]['seconds']:.2f}x the time), "
+        f"decisions + stats exponent {exponent(described):.2f} "
+        f"({described[-1]['seconds'] / described[0]['seconds']:.2f}x); every pair: exponent "
+        f"{math.log(decided[-1]['pairs'] / decided[0]['pairs']) / math.log(sizes[-1] / sizes[0]):.2f}"
     )
-    described = [r for r in rows if r["stats"]]
-    if described:
-        exact = described[-1]
-        stats_s = exact["seconds"] - next(r["seconds"] for r in decided if r["lines"] == exact["lines"])
-        per_pair = stats_s / max(1, exact["pairs_described"])
-        full_pairs = last["kept"] * (last["kept"] - 1) / 2
-        exact_s = full_pairs * per_pair
-        verdict = (
-            "more than the decisions: past this size the mean is estimated on a seeded sample"
-            if exact_s > last["seconds"]
-            else "less than the decisions: the exact statistics still fit here; the sampled estimate is beside them"
-        )
-        print(
-            f"exact statistics at {last['lines']:,} lines: ~{full_pairs:,.0f} pairs, ~{exact_s:,.0f} s at the "
-            f"{exact['lines']:,}-line rate ({stats_s:.1f} s for {exact['pairs_described']:,} pairs), {verdict} "
-            f"({last['sampled_s']:.2f} s, with its standard error) vs {last['seconds']:.1f} s for the decisions"
-        )
+    last = decided[-1]
     ok_time, ok_mem = last["seconds"] <= 60.0, last["peak_bytes"] < 4 * 2**30
     print(
         f"{last['lines']:,} decisions: {last['seconds']:.1f} s ({'meets' if ok_time else 'MISSES'} <= 60 s), "
@@ -234,15 +259,31 @@ def growth(args: argparse.Namespace) -> int:
     return 0
 
 
+def sampled_check(args: argparse.Namespace, size: int, scratch: Path) -> None:
+    """The sampled means of the `size`-line run against the exact ones (every pair, same lines)."""
+    exact_row = child(args, size, "exact", scratch / "exact.npy")
+    exact = np.load(scratch / "exact.npy")[:, 0]
+    sampled, se = np.load(scratch / f"stats-{size}.npy").T
+    on = se > 0
+    z = (sampled[on] - exact[on]) / se[on]
+    print(
+        f"  {size:>8,} lines, exact stats (every pair, {exact_row['pairs_described']:,} scored): "
+        f"{exact_row['seconds']:.2f} s; the {int(on.sum()):,} sampled means vs these: mean |error| "
+        f"{np.abs(sampled[on] - exact[on]).mean():.4f}, {np.mean(np.abs(z) <= 2):.0%} within 2 SE, "
+        f"{np.mean(np.abs(z) <= 3):.1%} within 3 SE (mean SE {se[on].mean():.4f})",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=None, help="measure growth up to this many lines")
-    parser.add_argument("--stats-up-to", type=int, default=52_000, help="with --size: stats at these sizes")
     parser.add_argument("--seed", type=int, default=0, help="with --size: the variants' seed")
     parser.add_argument("--measure", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--with-stats", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["decide", "stats", "exact", "brute"], help=argparse.SUPPRESS)
+    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--lines", type=int, default=2000, help="lines for the baseline comparison")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="baseline Pool size")
@@ -257,7 +298,9 @@ def main() -> int:
 
     texts = load(args.data)
     head = texts[: args.lines]
-    print(f"data: {args.data} ({len(texts):,} lines); machine: {os.cpu_count()} cores; threshold {THRESHOLD}")
+    print(
+        f"data: {args.data} ({len(texts):,} lines); threshold {THRESHOLD}; CPU capability: {cpu_capability()}"
+    )
 
     # 1. baseline
     start = time.perf_counter()

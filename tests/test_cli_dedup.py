@@ -144,3 +144,23 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run(str(src)).exit_code == 2  # -o is required
     assert run(str(src), "-o", str(tmp_path / "o.jsonl"), "--threshold", "1.5").exit_code == 2
     assert run(str(src), "-o", str(tmp_path / "o.jsonl"), "--tokenizer", "bpe").exit_code == 2
+
+
+def test_past_stats_sample_the_mean_is_sampled_and_the_record_says_so(tmp_path: Path) -> None:
+    rows = [
+        {"id": k, "instruction": f"Write {k} short lines about topic number {k} and why it matters."}
+        for k in range(6)
+    ]
+    rows += [{"id": 9, "instruction": "Name three rivers of Europe and why they matter."}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    result = run(str(src), "-o", str(out), "--stats-sample", "3", "--threshold", "0.99")
+    assert result.exit_code == 0, result.output
+    kept = read_jsonl(out)
+    assert len(kept) == len(rows)
+    for k, row in enumerate(kept):
+        if k <= 3:  # compared with at most 3 kept texts: the exact mean
+            assert "avg_similarity_sample" not in row and "avg_similarity_se" not in row
+        else:
+            assert row["avg_similarity_sample"] == 3 and row["avg_similarity_se"] >= 0.0
+            assert 0.0 < row["avg_similarity"] < 1.0

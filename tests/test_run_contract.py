@@ -336,3 +336,18 @@ def test_settings_added_after_a_run_was_made_do_not_block_its_resume_at_their_de
     assert fingerprint_differences(recorded, {"templates": {"prompt": "c"}}) == [
         "templates.prompt (file content changed)"
     ]
+
+
+def test_a_sampled_mean_similarity_is_recorded_with_its_sample_and_older_records_keep_their_shape():
+    exact = task(1, 0)
+    assert "avg_similarity_se" not in exact.model_dump() and "avg_similarity_sample" not in exact.model_dump()
+    sampled = exact.model_copy(
+        update={"avg_similarity": 0.07, "avg_similarity_se": 0.001, "avg_similarity_sample": 2000}
+    )
+    line = sampled.model_dump_json()
+    assert (
+        json.loads(line)["avg_similarity_sample"] == 2000 and json.loads(line)["avg_similarity_se"] == 0.001
+    )
+    assert MachineTask.model_validate_json(line) == sampled
+    older = json.loads(exact.model_dump_json())  # a record written before these fields existed
+    assert MachineTask.model_validate(older).avg_similarity_sample is None

@@ -11,6 +11,7 @@ import click
 
 from pipeline.core.console import console
 from pipeline.core.warncapture import capture_warnings
+from pipeline.quality.config import STATS_SAMPLE
 
 
 def _read_texts(path: str, field: str, fallback: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -64,6 +65,15 @@ def check_outputs(input_path: str, against: tuple[str, ...], output: str, reject
         raise UserError(f"--rejected {rejected} is also the -o file: give two different paths")
 
 
+def _stats_fields(result: Any) -> dict[str, Any]:
+    """What a kept record gains: its neighbours and mean similarity, and how that mean was sampled."""
+    fields = {"most_similar": result.most_similar, "avg_similarity": result.avg_similarity}
+    if result.avg_similarity_sample is not None:
+        fields["avg_similarity_se"] = result.avg_similarity_se
+        fields["avg_similarity_sample"] = result.avg_similarity_sample
+    return fields
+
+
 @click.command()
 @click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Kept records (JSONL).")
@@ -95,6 +105,14 @@ def check_outputs(input_path: str, against: tuple[str, ...], output: str, reject
     "--top-k", type=click.IntRange(0), default=10, show_default=True, help="Most similar texts kept."
 )
 @click.option(
+    "--stats-sample",
+    type=click.IntRange(2),
+    default=STATS_SAMPLE,
+    show_default=True,
+    help="Past this many texts in the pool, a kept record's avg_similarity is the mean over a seeded sample "
+    "of this many, written with avg_similarity_se and avg_similarity_sample.",
+)
+@click.option(
     "--no-stats",
     is_flag=True,
     help="Only decide (same decisions, faster): kept records get no most_similar/avg_similarity.",
@@ -110,6 +128,7 @@ def dedup(
     tokenizer: str,
     rejected_path: str | None,
     top_k: int,
+    stats_sample: int,
     no_stats: bool,
     quiet: bool,
     as_json: bool,
@@ -118,7 +137,8 @@ def dedup(
 
     Exact Self-Instruct/Alpaca semantics: a record is dropped when its ROUGE-L F-measure (rouge-score's,
     to the last bit) against the --against texts or any record kept before it is above --threshold.
-    Kept records are written unchanged plus "most_similar" and "avg_similarity".
+    Kept records are written unchanged plus "most_similar" and "avg_similarity" (past --stats-sample
+    pool texts, a sampled mean, with "avg_similarity_se" and "avg_similarity_sample").
     """
     from pipeline.core.console import make_progress
     from pipeline.core.jsonio import write_text_atomic
@@ -131,7 +151,13 @@ def dedup(
     for path in against:
         pool.extend(_read_texts(path, field, fallback="instruction")[1])
 
-    config = DedupConfig(threshold=threshold, tokenizer=tokenizer, top_k=top_k, similarity_stats=not no_stats)
+    config = DedupConfig(
+        threshold=threshold,
+        tokenizer=tokenizer,
+        top_k=top_k,
+        similarity_stats=not no_stats,
+        stats_sample=stats_sample,
+    )
     index = RougeIndex(config)
     with capture_warnings(DedupDisabledWarning) as caught:
         index.add_many(pool)
@@ -145,11 +171,7 @@ def dedup(
     dropped: list[dict[str, Any]] = []
     for record, result in zip(records, results, strict=True):
         if result.kept:
-            extra = (
-                {}
-                if no_stats
-                else {"most_similar": result.most_similar, "avg_similarity": result.avg_similarity}
-            )
+            extra = {} if no_stats else _stats_fields(result)
             kept.append({**record, **extra})
         else:
             dropped.append(

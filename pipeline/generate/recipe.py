@@ -202,7 +202,7 @@ class Recipe(ABC):
             key = tuple(c.key for c in kept)
             outcomes[key] = (outcomes.get(key, (0.0, kept))[0] + odds, kept)
         ranked = sorted(outcomes.values(), key=lambda o: -o[0])
-        return [[self._task(c, n, {}, 0.0, 0.0) for n, c in enumerate(kept)] for _, kept in ranked]
+        return [[self._task(c, n, None, 0.0) for n, c in enumerate(kept)] for _, kept in ranked]
 
     # -- building blocks ---------------------------------------------------------------------------
     def held(self, fmt: ReplyFormat) -> dict[str, Any]:
@@ -388,13 +388,13 @@ class Recipe(ABC):
             if not verdict.kept:
                 self._dedup_reject(Phase.OFFER, cand, verdict)
                 continue
-            tasks.append(self._task(cand, len(tasks), verdict.most_similar, verdict.avg_similarity, now))
+            tasks.append(self._task(cand, len(tasks), verdict, now))
         return tasks
 
-    def _task(
-        self, cand: Candidate, number: int, most_similar: dict[str, float], avg_similarity: float, now: float
-    ) -> MachineTask:
-        """The kept task a candidate becomes, numbered in the round's kept order."""
+    def _task(self, cand: Candidate, number: int, verdict: DedupResult | None, now: float) -> MachineTask:
+        """The kept task a candidate becomes, numbered in the round's kept order (with its final
+        offer's verdict; None for a guess, `hoped`)."""
+        verdict = verdict or DedupResult(kept=True, max_score=0.0)
         return MachineTask(
             id=f"r{self.round_no:04d}-{number:04d}",
             instruction=cand.instruction,
@@ -404,8 +404,10 @@ class Recipe(ABC):
             method=self.config.method,
             teacher=self.ctx.teacher,
             prompt_ids=cand.prompt_ids,
-            most_similar=most_similar,
-            avg_similarity=avg_similarity,
+            most_similar=verdict.most_similar,
+            avg_similarity=verdict.avg_similarity,
+            avg_similarity_se=verdict.avg_similarity_se,
+            avg_similarity_sample=verdict.avg_similarity_sample,
             created_at=now,
             **cand.extra,
         )

@@ -127,6 +127,10 @@ SEMANTIC_THRESHOLD = 0.88
 """all-MiniLM-L6-v2 cosine above which two instructions ask for the same thing (bench/semantic_threshold.py)."""
 
 
+STATS_SAMPLE = 2000
+"""Index size past which a kept candidate's mean similarity is estimated on a sample of this many entries."""
+
+
 class DedupConfig(BaseModel):
     """How novel a candidate must be. Defaults are Self-Instruct's and Alpaca's."""
 
@@ -147,6 +151,20 @@ class DedupConfig(BaseModel):
             "and exact either way; a kept candidate's max_score is then the best pair examined, most_similar "
             "empty and avg_similarity 0.0)"
         ),
+    )
+    # Left out of a resolved config while at their defaults, so runs made before them resume unchanged.
+    stats_sample: int = Field(
+        STATS_SAMPLE,
+        ge=2,
+        exclude_if=lambda value: value == STATS_SAMPLE,
+        description="with similarity_stats, past this many index entries a kept candidate's avg_similarity "
+        "is the mean over a seeded sample of this many entries, recorded with its standard error "
+        "(avg_similarity_se) and the sample size (avg_similarity_sample); max_score and most_similar stay "
+        "exact. An exact mean costs one ROUGE-L per entry; past 2,000 entries that is more than deciding a "
+        "candidate costs (bench/dedup.py --size)",
+    )
+    stats_seed: int = Field(
+        0, exclude_if=lambda value: value == 0, description="seed of those samples (one draw per index size)"
     )
     # Semantic near-duplicates (pipeline.curate.index). Left out of a resolved config while at their
     # defaults, so runs made before they existed resume unchanged.

@@ -132,6 +132,14 @@ class MachineTask(BaseModel):
     prompt_ids: list[str] = Field(default_factory=list, description="seed/pool task ids shown in its prompt")
     most_similar: dict[str, float] = Field(default_factory=dict, description="top instructions by ROUGE-L")
     avg_similarity: float = 0.0
+    # Only when avg_similarity was estimated on a sample of the index (dedup.stats_sample), so exact
+    # records keep their shape and older runs read unchanged.
+    avg_similarity_se: float | None = Field(
+        None, exclude_if=_unset, description="standard error of a sampled avg_similarity"
+    )
+    avg_similarity_sample: int | None = Field(
+        None, exclude_if=_unset, description="how many index entries a sampled avg_similarity averages"
+    )
     created_at: float = 0.0
     # Written only by the methods that have them, so other methods' records keep their exact shape.
     evolution: Evolution | None = Field(None, exclude_if=_unset, description="evol-instruct's lineage")
