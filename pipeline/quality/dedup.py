@@ -92,9 +92,11 @@ class DedupResult:
     avg_similarity_sample: int | None = None
 
 
-def _fmeasure_positive(lcs: np.ndarray, len_target: int, len_prediction: np.ndarray) -> np.ndarray:
-    """`fmeasure_array` for non-empty token lists, with fewer temporaries (the pruned path calls it per
-    candidate); same operations in the same order, so the same bits."""
+def _fmeasure_positive(
+    lcs: np.ndarray, len_target: int | np.ndarray, len_prediction: np.ndarray
+) -> np.ndarray:
+    """`fmeasure_array` for non-empty token lists, with fewer temporaries (the decisions call it on
+    every batch's pairs); same operations in the same order, so the same bits."""
     precision = lcs / len_prediction
     recall = lcs / len_target
     total = precision + recall
