@@ -9,9 +9,11 @@ Decisions score only pairs that could pass the threshold: the length bound (F <=
 and the bag-of-words bound (LCS <= multiset overlap) are applied through prefix filtering on an
 inverted index (two token multisets sharing >= k elements must share one of their rarest len-k+1
 elements) with PPJoin's positional filter (the positions of the last shared prefix element bound the
-overlap), then each surviving pair gets its exact LCS. Candidates are probed 256 at a time in one
-sorted numpy pass, with the index and with each other; in order, a candidate then counts the earlier
-ones of its batch only if they were kept.
+overlap) and a second required match one element deeper (`_Reads`); then each surviving pair gets its
+exact LCS. Postings sit in one sorted array keyed by element, length and position, so a probe reads
+only the lengths and depths that can pass; candidates are probed 256 at a time in one numpy pass, with
+the index and with each other, and in order a candidate then counts the earlier ones of its batch only
+if they were kept.
 
 The originals also record, for each kept instruction, its top-10 most similar instructions and its
 mean score over the whole index (`similarity_stats`, on by default). Up to `stats_sample` entries,
@@ -49,6 +51,7 @@ _POS_MAX = (1 << _POS_BITS) - 1
 _ENTRY_BITS = 31
 _QUERY_BITS = 8
 _QUERY_SHIFT = _ENTRY_BITS + 2 * _POS_BITS
+assert _DECIDE <= 1 << _QUERY_BITS and _QUERY_SHIFT + _QUERY_BITS <= 63  # the keys are int64
 # The postings' keys (see _PrefixFilter): element, entry length, position in the entry.
 _LEN_BITS = 24
 _LEN_MAX = (1 << _LEN_BITS) - 1
@@ -89,9 +92,11 @@ class DedupResult:
     avg_similarity_sample: int | None = None
 
 
-def _fmeasure_positive(lcs: np.ndarray, len_target: int, len_prediction: np.ndarray) -> np.ndarray:
-    """`fmeasure_array` for non-empty token lists, with fewer temporaries (the pruned path calls it per
-    candidate); same operations in the same order, so the same bits."""
+def _fmeasure_positive(
+    lcs: np.ndarray, len_target: int | np.ndarray, len_prediction: np.ndarray
+) -> np.ndarray:
+    """`fmeasure_array` for non-empty token lists, with fewer temporaries (the decisions call it on
+    every batch's pairs); same operations in the same order, so the same bits."""
     precision = lcs / len_prediction
     recall = lcs / len_target
     total = precision + recall
